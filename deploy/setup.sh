@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything vmroc needs on a fresh Debian 12 machine. Idempotent: a second
+# run only checks. Used by `make demo` and `make test` (and so by .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(qemu-system-x86 qemu-utils busybox-static nftables iproute2 xz-utils
+              default-jre-headless maven)
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$pkg")
+done
+# java/mvn may come from elsewhere (a JDK tarball, sdkman): accept those.
+if command -v java >/dev/null; then missing=("${missing[@]/default-jre-headless}"); fi
+if command -v mvn >/dev/null; then missing=("${missing[@]/maven}"); fi
+read -r -a missing <<<"${missing[*]:-}"
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+stamp=build/.pip-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+   || ! "$PY" -c 'import importlib.metadata as m; m.version("vmroc")' 2>/dev/null; then
+    echo "setup: installing Python packages (pip install -e .)"
+    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e .
+    mkdir -p build && touch "$stamp"
+fi
+echo "setup: ok"

@@ -1,0 +1,2 @@
+"""Anomaly detectors (scikit-learn estimator contract) that turn samples into anomalies.
+"""

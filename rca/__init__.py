@@ -1,0 +1,2 @@
+"""Causal root-cause analysis: rank causes per anomaly, score them against the fault ledger.
+"""

@@ -1,0 +1,2 @@
+"""The long-running monitoring service, the Flask dashboard and offline replay.
+"""
