@@ -1,0 +1,333 @@
+"""Every event that crosses the bus: one frozen dataclass per schema, versioned.
+
+Each event class has ``schema`` (name), ``v`` (version), ``topic`` (where it is
+published) and ``key`` (the Kafka message key, e.g. the guest). On the wire an
+event is one JSON object: ``{"schema": "sample", "v": 1, ...fields}``.
+
+    data = encode(Sample(guest="g0", ts=time.time(), features={"tasks": 51},
+                         backend="mmap", consistent=True, seq=7))
+    event = decode("vmroc.samples", data)      # or decode("sample", data)
+
+``decode`` raises ``SchemaError`` on bytes that are not JSON, an unknown schema,
+another version, a missing field or a field of the wrong type. Unknown extra
+fields are ignored, so adding an optional field does not need a new version;
+renaming, removing or retyping one does (bump ``v``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal, Union
+
+from .errors import VmrocError
+
+__all__ = [
+    "SchemaError", "Sample", "FaultEvent", "Anomaly", "Cause", "Incident",
+    "encode", "decode", "to_dict", "from_dict", "SCHEMAS", "TOPICS", "PHASES",
+]
+
+PHASES = ("injected", "effect-observed", "recovered", "ineffective")
+Phase = Literal["injected", "effect-observed", "recovered", "ineffective"]
+
+
+class SchemaError(VmrocError):
+    """Bytes or fields that are not a valid event of the expected schema/version."""
+
+    def __init__(self, message: str, schema: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.schema = schema
+        self.field = field
+
+
+class _Event:
+    """Validation shared by all events: runs on construction and on decode."""
+
+    schema: ClassVar[str]
+    v: ClassVar[int]
+    topic: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for name, path, check in _field_checks(type(self)):
+            value = getattr(self, name)
+            checked = check(value, path, self.schema)
+            if checked is not value:
+                object.__setattr__(self, name, checked)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample(_Event):
+    """One look at a guest's kernel state from outside."""
+
+    schema: ClassVar[str] = "sample"
+    v: ClassVar[int] = 1
+    topic: ClassVar[str] = "vmroc.samples"
+
+    guest: str
+    ts: float                                   # wall clock, seconds since the epoch
+    features: dict[str, float]                  # feature name -> number (int or float)
+    backend: str                                # sampler backend, e.g. "mmap", "libvmi"
+    consistent: bool                            # the walk saw a consistent snapshot
+    seq: int = 0                                # per-guest sequence number
+    flags: list[str] = field(default_factory=list)   # why not consistent, truncations
+    tasks: list[dict[str, Any]] | None = None   # optional per-task records
+    log: list[str] | None = None                # optional new kernel log lines
+
+    @property
+    def key(self) -> str:
+        return self.guest
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultEvent(_Event):
+    """One entry of the fault ledger: a fault was injected, took effect, or healed."""
+
+    schema: ClassVar[str] = "fault"
+    v: ClassVar[int] = 1
+    topic: ClassVar[str] = "vmroc.faults"
+
+    fault_id: str
+    kind: str                                   # kebab-case, e.g. "disk-eio"
+    level: str                                  # e.g. "hardware", "kernel", "network"
+    phase: Phase
+    ts: float
+    target: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] | str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.fault_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Anomaly(_Event):
+    """A detector found a guest abnormal at ``ts``; ``features`` are the ones involved."""
+
+    schema: ClassVar[str] = "anomaly"
+    v: ClassVar[int] = 1
+    topic: ClassVar[str] = "vmroc.anomalies"
+
+    guest: str
+    ts: float
+    detector: str
+    score: float                                # higher = more abnormal
+    features: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.guest
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cause(_Event):
+    """One ranked candidate root cause (not published alone; part of an Incident)."""
+
+    schema: ClassVar[str] = "cause"
+    v: ClassVar[int] = 1
+    topic: ClassVar[str] = ""                   # only inside an Incident
+
+    component: str                              # e.g. "g0/disk/vda"
+    score: float
+    evidence: dict[str, Any] | str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Incident(_Event):
+    """Anomalies grouped into one incident, with causes ranked best first."""
+
+    schema: ClassVar[str] = "incident"
+    v: ClassVar[int] = 1
+    topic: ClassVar[str] = "vmroc.incidents"
+
+    id: str
+    ts: float
+    guests: list[str]
+    anomalies: list[Anomaly]
+    causes: list[Cause]                         # rank order: causes[0] is rank 1
+    fault_id: str | None = None                 # the injected fault it matched, if any
+
+    @property
+    def key(self) -> str:
+        return self.id
+
+
+SCHEMAS: dict[str, type] = {c.schema: c for c in (Sample, FaultEvent, Anomaly, Incident)}
+TOPICS: dict[str, type] = {c.topic: c for c in SCHEMAS.values()}
+
+
+@functools.cache
+def _field_checks(cls: type) -> list[tuple[str, str, Callable[[Any, str, str], Any]]]:
+    hints = typing.get_type_hints(cls)
+    return [(f.name, f"{cls.schema}.{f.name}", _validator(hints[f.name]))
+            for f in dataclasses.fields(cls)]
+
+
+def encode(event: _Event) -> bytes:
+    """The event as compact UTF-8 JSON, with ``schema`` and ``v`` first."""
+    if not isinstance(event, _Event):
+        raise SchemaError(f"cannot encode {type(event).__name__}: not a vmroc event")
+    return json.dumps(to_dict(event), separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(topic_or_schema: str, data: bytes | bytearray | memoryview | None) -> _Event:
+    """Parse and validate ``data`` as the event expected on that topic (or schema)."""
+    cls = TOPICS.get(topic_or_schema) or SCHEMAS.get(topic_or_schema)
+    if cls is None:
+        raise SchemaError(f"no event schema for {topic_or_schema!r}: expected one of "
+                          f"{sorted(TOPICS) + sorted(SCHEMAS)}")
+    if data is None:
+        raise SchemaError(f"{cls.schema}: empty message (null value)", cls.schema)
+    try:
+        obj = json.loads(bytes(data))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"{cls.schema}: not JSON ({exc}): {bytes(data)[:40]!r}",
+                          cls.schema) from exc
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{cls.schema}: expected a JSON object, got "
+                          f"{type(obj).__name__}", cls.schema)
+    if obj.get("schema") != cls.schema:
+        raise SchemaError(f"expected schema {cls.schema!r}, got {obj.get('schema')!r}",
+                          cls.schema, "schema")
+    return from_dict(cls, obj)
+
+
+def to_dict(event: _Event, *, header: bool = True) -> dict[str, Any]:
+    """The event as a plain JSON-ready dict; ``header`` adds ``schema`` and ``v``."""
+    out: dict[str, Any] = {"schema": event.schema, "v": event.v} if header else {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, list):
+            value = [to_dict(x, header=False) if isinstance(x, _Event) else x
+                     for x in value]
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls: type | str, obj: dict[str, Any], *, nested: bool = False) -> _Event:
+    """Build and validate an event of ``cls`` (class or schema name) from a dict.
+
+    ``nested`` objects (the anomalies and causes inside an incident) carry no
+    ``schema``/``v`` of their own: they follow the enclosing event's version.
+    """
+    if isinstance(cls, str):
+        if cls not in SCHEMAS:
+            raise SchemaError(f"unknown schema {cls!r}: known {sorted(SCHEMAS)}", cls)
+        cls = SCHEMAS[cls]
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{cls.schema}: expected an object, got {type(obj).__name__}",
+                          cls.schema)
+    version = cls.v if nested else obj.get("v")
+    if version != cls.v:
+        raise SchemaError(f"{cls.schema}: version {version!r} not supported "
+                          f"(this vmroc reads v{cls.v})", cls.schema, "v")
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in obj]
+    if missing:
+        raise SchemaError(f"{cls.schema}: missing field {', '.join(map(repr, missing))}",
+                          cls.schema, missing[0])
+    try:
+        return cls(**{k: val for k, val in obj.items() if k in names})
+    except SchemaError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{cls.schema}: {exc}", cls.schema) from exc
+
+
+@functools.cache
+def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
+    """A function checking one value against ``tp``, built once per type (hot path)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return lambda value, path, schema: value
+    if origin in (Union, types.UnionType):
+        alts = [_validator(a) for a in args]
+        wanted = " or ".join(_name(a) for a in args)
+
+        def union(value, path, schema):
+            for alt in alts:
+                try:
+                    return alt(value, path, schema)
+                except SchemaError:
+                    continue
+            raise _bad(value, path, schema, f"expected {wanted}")
+        return union
+    if origin is Literal:
+        def literal(value, path, schema):
+            if value not in args:
+                raise _bad(value, path, schema, f"expected one of {list(args)}")
+            return value
+        return literal
+    if tp in _SCALARS:
+        kinds, why = _SCALARS[tp]
+
+        def scalar(value, path, schema):
+            if type(value) not in kinds:
+                raise _bad(value, path, schema, why)
+            if type(value) is float and not math.isfinite(value):
+                raise _bad(value, path, schema, "expected a finite number")
+            return value
+        return scalar
+    if origin is list:
+        item = _validator(args[0])
+
+        def listing(value, path, schema):
+            if not isinstance(value, (list, tuple)):
+                raise _bad(value, path, schema, "expected a list")
+            items = [item(x, f"{path}[{i}]", schema) for i, x in enumerate(value)]
+            same = isinstance(value, list) and all(a is b for a, b in zip(items, value))
+            return value if same else items
+        return listing
+    if origin is dict:
+        item = _validator(args[1])
+
+        def mapping(value, path, schema):
+            if not isinstance(value, dict):
+                raise _bad(value, path, schema, "expected an object")
+            for k, x in value.items():
+                if type(k) is not str:
+                    raise _bad(value, path, schema, "expected string keys")
+                try:
+                    item(x, path, schema)
+                except SchemaError:             # again, naming the key (rare path)
+                    item(x, f"{path}[{k!r}]", schema)
+            return value
+        return mapping
+    if isinstance(tp, type) and issubclass(tp, _Event):
+        def event(value, path, schema):
+            if isinstance(value, tp):
+                return value
+            if not isinstance(value, dict):
+                raise _bad(value, path, schema, f"expected a {tp.schema} object")
+            try:
+                return from_dict(tp, value, nested=True)
+            except SchemaError as exc:
+                raise SchemaError(f"{path}: {exc}", schema, exc.field) from exc
+        return event
+    raise TypeError(f"unsupported field type {tp!r}")
+
+
+_SCALARS = {
+    bool: ((bool,), "expected a boolean"),
+    int: ((int,), "expected an integer"),
+    float: ((int, float), "expected a number"),
+    str: ((str,), "expected a string"),
+    type(None): ((type(None),), "expected null"),
+}
+
+
+def _bad(value: Any, path: str, schema: str, why: str) -> SchemaError:
+    field_name = path.split(".", 1)[-1].split("[", 1)[0]
+    return SchemaError(f"{path}: {why}, got {type(value).__name__} {value!r:.60}",
+                       schema, field_name)
+
+
+def _name(tp: Any) -> str:
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
