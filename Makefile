@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 setup:
 	bash deploy/setup.sh
-	$(PYTHON) -m vmroc.cli image build
+	$(PYTHON) -m vmroc.cli image build --kernel-flavour all
 
 demo: setup
 	$(PYTHON) -m vmroc.cli demo

@@ -1,0 +1,111 @@
+#!/bin/busybox sh
+# vmroc guest /init: load virtio drivers, join the lab network, run the workload and
+# print one status line per second on the serial console. Format: docs/guest.md.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+
+arg() { # value of vmroc.$1= on the kernel command line
+    for w in $(cat /proc/cmdline); do
+        case "$w" in "vmroc.$1="*) echo "${w#*=}"; return;; esac
+    done
+}
+NAME=$(arg name); IP=$(arg ip); PEER=$(arg peer)
+
+for m in $(cat /lib/modules/load-order); do
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "vmroc-init: insmod $m failed"
+done
+
+if [ "$(arg probe)" = 1 ]; then
+    echo "VMROC-PROBE-OK"
+    poweroff -f
+fi
+
+hostname "${NAME:-guest}"
+ip link set lo up
+if [ -n "$IP" ]; then
+    ip addr add "$IP/24" dev eth0
+    ip link set eth0 up
+fi
+httpd -h /www -p 80
+
+# uptime in centiseconds, into variable $1 (no fork)
+now_cs() { read -r _up _ < /proc/uptime; eval "$1=\${_up%.*}\${_up#*.}"; }
+
+http_client() { # GET the peer's page once a second
+    ok=0; err=0
+    while :; do
+        now_cs t0
+        if timeout 3 wget -q -O /dev/null "http://$PEER/index.html" 2>/dev/null; then
+            ok=$((ok + 1))
+        else
+            err=$((err + 1))
+        fi
+        now_cs t1
+        echo "$ok $err $(((t1 - t0) * 10))" > /tmp/http
+        sleep 1
+    done
+}
+
+disk_worker() { # write 64 KiB then read it back, direct I/O, once a second
+    ok=0; err=0; i=0
+    while :; do
+        off=$(((i % 256) * 16)); i=$((i + 1))
+        if dd if=/dev/urandom of=/dev/vda bs=4096 count=16 seek=$off oflag=direct conv=fsync 2>/dev/null &&
+           dd if=/dev/vda of=/dev/null bs=4096 count=16 skip=$off iflag=direct 2>/dev/null; then
+            ok=$((ok + 1))
+        else
+            err=$((err + 1))
+        fi
+        echo "$ok $err" > /tmp/disk
+        sleep 1
+    done
+}
+
+cpu_worker() { # a fixed chunk of work, then a short rest: ops/s falls when the CPU is starved
+    n=0
+    while :; do
+        j=0
+        while [ $j -lt 200 ]; do j=$((j + 1)); done
+        n=$((n + 1))
+        echo "$n" > /tmp/cpu
+        usleep 200000
+    done
+}
+
+echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu
+[ -n "$PEER" ] && http_client &
+[ -b /dev/vda ] && disk_worker &
+cpu_worker &
+
+# the status loop runs as PID 1 and never exits
+http="0 0 0"; disk="0 0"; cpu=0
+while :; do
+    read -r up _ < /proc/uptime
+    read -r l1 l5 l15 rt _ < /proc/loadavg
+    while read -r k v _; do [ "$k" = MemFree: ] && { memfree=$v; break; }; done < /proc/meminfo
+    set -- /proc/[0-9]*; tasks=$#
+    line="VMROC1 name=$NAME up=$up load1=$l1 load5=$l5 load15=$l15 runnable=${rt%/*} memfree_kb=$memfree tasks=$tasks"
+    while read -r _ _ dev rd _ rs _ wr _ ws _ inflight ioms _; do
+        case "$dev" in vd?) line="$line ${dev}_rd=$rd ${dev}_rsec=$rs ${dev}_wr=$wr ${dev}_wsec=$ws ${dev}_inflight=$inflight ${dev}_ioms=$ioms";; esac
+    done < /proc/diskstats
+    for d in /sys/class/net/eth*; do
+        [ -d "$d" ] || continue
+        n=${d##*/}; s=$d/statistics
+        read -r rxp < $s/rx_packets; read -r txp < $s/tx_packets
+        read -r rxb < $s/rx_bytes; read -r txb < $s/tx_bytes
+        read -r rxd < $s/rx_dropped; read -r txd < $s/tx_dropped
+        read -r rxe < $s/rx_errors; read -r txe < $s/tx_errors
+        line="$line ${n}_rxp=$rxp ${n}_txp=$txp ${n}_rxb=$rxb ${n}_txb=$txb ${n}_rxdrop=$rxd ${n}_txdrop=$txd ${n}_rxerr=$rxe ${n}_txerr=$txe"
+    done
+    read -r v < /tmp/http 2>/dev/null && [ -n "$v" ] && http=$v
+    read -r v < /tmp/disk 2>/dev/null && [ -n "$v" ] && disk=$v
+    read -r v < /tmp/cpu 2>/dev/null && [ -n "$v" ] && cpu=$v
+    set -- $http; line="$line http_ok=$1 http_err=$2 http_ms=$3"
+    set -- $disk; line="$line disk_ok=$1 disk_err=$2 cpu_ops=$cpu"
+    echo "$line"
+    sleep 1
+done

@@ -1,0 +1,127 @@
+"""The lab against real QEMU guests: boot, talk, report state, clean up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy import GuestError, Lab
+
+pytestmark = pytest.mark.real
+
+
+def vmroc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "vmroc.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def leftovers(lab_name: str, ram_paths: list[str], pids: list[int]) -> list[str]:
+    """Everything of a lab that should be gone after `down`, as readable strings."""
+    left = [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()
+            and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left += [f"netns {n}" for n in netns.split() if n == f"vmroc-{lab_name}"]
+    left += [f"ram {r}" for r in ram_paths if Path(r).exists()]
+    left += [f"qemu {line}" for line in subprocess.run(
+        ["pgrep", "-af", f"vmroc:{lab_name}:"], capture_output=True, text=True).stdout.splitlines()]
+    return left
+
+
+def test_three_guests_boot_serve_and_run(lab):
+    for g in lab.guests:
+        assert g.state() == "running"
+        first = g.wait_for_status()
+        assert first.name == g.name and first["tasks"] > 20
+    # clients call g1 (and g1 calls g2) over the lab bridge: requests succeed
+    for g in lab.guests:
+        line = g.wait_for_status(timeout=60, where=lambda s: s["http_ok"] >= 3)
+        assert line["http_err"] == 0, f"{g.name}: {line.values}"
+        assert line["eth0_rxp"] > 0 and line["eth0_txp"] > 0
+        assert line["disk_ok"] >= 1 and line["disk_err"] == 0
+        assert line["vda_wr"] > 0
+    # the server saw the clients' traffic on its NIC
+    g1 = lab.guest("g1").last_status()
+    assert g1["eth0_rxb"] > 10_000
+
+
+def test_status_json_lists_every_guest(lab):
+    out = json.loads(vmroc("lab", "status", "--name", lab.name, "--json").stdout)
+    assert out["lab"] == lab.name
+    assert [g["name"] for g in out["guests"]] == ["g1", "g2", "g3"]
+    for g in out["guests"]:
+        assert g["state"] == "running"
+        assert Path(f"/proc/{g['pid']}").exists()
+        assert os.path.getsize(g["ram_file"]) == g["ram_mb"] << 20
+        assert Path(g["qmp_socket"]).exists() and Path(g["serial_log"]).exists()
+        assert g["uptime"] > 0
+
+
+def test_qmp_client_and_unknown_guest(lab):
+    with lab.guest("g2").qmp() as qmp:
+        assert qmp.cmd("query-status")["status"] == "running"
+        assert "data" in json.dumps(qmp.cmd("query-named-block-nodes"))
+    with pytest.raises(GuestError, match="unknown guest 'g9'.*g1, g2, g3"):
+        lab.guest("g9")
+
+
+def test_up_twice_is_harmless(lab):
+    pids = [g.pid for g in lab.guests]
+    again = Lab.up(3, name=lab.name)
+    assert [g.pid for g in again.guests] == pids
+
+
+def test_killed_guest_and_killed_manager_are_cleaned_up():
+    """SIGKILL the `lab up` process mid-boot and one QEMU: status says dead, down cleans."""
+    name = "tkill"
+    vmroc("lab", "down", "--name", name)
+    manager = subprocess.Popen([sys.executable, "-m", "vmroc.cli", "lab", "up", "--name", name,
+                                "--guests", "2", "--ram", "128", "--accel", "tcg"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lab = Lab(name)
+        deadline = time.monotonic() + 60
+        while not (lab.is_up and all(g.alive() for g in lab.guests)):
+            assert time.monotonic() < deadline, "lab up did not launch two guests"
+            time.sleep(0.2)
+            lab = Lab(name)
+    finally:
+        manager.kill()
+        manager.wait()
+    pids = [g.pid for g in lab.guests]
+    rams = [str(g.ram_path) for g in lab.guests]
+    lab.guest("g1").kill(signal.SIGKILL)
+    time.sleep(0.5)
+
+    out = json.loads(vmroc("lab", "status", "--name", name, "--json").stdout)
+    states = {g["name"]: g["state"] for g in out["guests"]}
+    assert states == {"g1": "dead", "g2": "running"}
+    text = vmroc("lab", "status", "--name", name).stdout
+    assert "g1" in text and "dead" in text
+
+    vmroc("lab", "down", "--name", name)
+    assert leftovers(name, rams, pids) == []
+    vmroc("lab", "down", "--name", name)  # twice is harmless
+    assert "is down" in vmroc("lab", "status", "--name", name).stdout
+
+
+def test_cloud_flavour_boots_to_the_workload():
+    lab = Lab.up(1, name="tcloud", ram_mb=192, flavour="cloud", accel="tcg")
+    try:
+        g = lab.guests[0]
+        assert "cloud" in g.config["release"]
+        line = g.wait_for_status(timeout=60, where=lambda s: s["disk_ok"] >= 1)
+        assert line["cpu_ops"] > 0 and line["tasks"] > 20
+        assert g.state() == "running"
+    finally:
+        lab.down()
+    assert leftovers("tcloud", [str(g.ram_path)], []) == []

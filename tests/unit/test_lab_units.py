@@ -1,0 +1,91 @@
+"""Fast checks of the lab's pieces (no QEMU)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+
+import pytest
+
+from deploy import LabError
+from deploy import image as image_mod
+from deploy import lab as lab_mod
+from deploy.status import parse_line, read_status_lines
+
+LINE = ("\x1b[0mVMROC1 name=g1 up=5.89 load1=0.00 load5=0.01 load15=0.00 runnable=3 "
+        "memfree_kb=179772 tasks=52 vda_rd=51 vda_wr=51 eth0_rxp=13 http_ok=4 http_err=0 "
+        "http_ms=50 disk_ok=3 disk_err=0 cpu_ops=21")
+
+
+def test_status_line_parses_after_escape_codes():
+    s = parse_line(LINE)
+    assert s.name == "g1" and s["up"] == 5.89 and s["tasks"] == 52 and s["http_ok"] == 4
+
+
+@pytest.mark.parametrize("bad", ["no marker here", LINE[:60], LINE.replace("tasks=52", "tasks=5x")])
+def test_status_line_rejects_torn_or_foreign_lines(bad):
+    assert parse_line(bad) is None
+
+
+def test_read_status_lines_skips_kernel_noise(tmp_path):
+    log = tmp_path / "serial.log"
+    log.write_text(f"[    1.0] virtio_blk virtio1: [vda]\n{LINE}\n{LINE[:40]}")
+    assert len(read_status_lines(log)) == 1
+    assert read_status_lines(tmp_path / "missing") == []
+
+
+def test_cpio_writer_produces_newc_entries():
+    c = image_mod._Cpio()
+    c.dir("bin")
+    c.file("init", b"#!/bin/sh\n", 0o755)
+    c.chardev("dev/console", 5, 1)
+    data = c.finish()
+    assert data.startswith(b"070701") and b"TRAILER!!!" in data
+    assert len(data) % 4 == 0
+    # the mode field of the 'init' entry says regular + 0755
+    i = data.index(b"init\0") - 110
+    assert int(data[i + 14:i + 22], 16) == stat.S_IFREG | 0o755
+
+
+def test_module_load_order_puts_dependencies_first(tmp_path):
+    def ko(name, deps):
+        p = tmp_path / f"{name}.ko"
+        p.write_bytes(b"\x7fELF\0license=GPL\0depends=" + deps.encode() + b"\0name=x\0")
+        return p
+    found = {"virtio_ring": ko("virtio_ring", ""), "virtio": ko("virtio", "virtio_ring"),
+             "virtio_net": ko("virtio_net", "virtio_ring,virtio,net_failover"),
+             "net_failover": ko("net_failover", "failover"), "failover": ko("failover", "")}
+    order = image_mod._load_order(["virtio_net"], found)
+    for a, b in [("virtio_ring", "virtio"), ("virtio", "virtio_net"),
+                 ("failover", "net_failover"), ("net_failover", "virtio_net")]:
+        assert order.index(a) < order.index(b)
+    with pytest.raises(LabError, match="missing_mod"):
+        image_mod._load_order(["missing_mod"], found)
+
+
+def test_unknown_flavour_is_one_line_error():
+    with pytest.raises(LabError, match="unknown kernel flavour 'debug'"):
+        image_mod.current_kernel_package("debug")
+
+
+def test_not_enough_memory_says_what_to_do():
+    with pytest.raises(LabError, match="not enough memory.*fewer --guests"):
+        lab_mod._check_memory(1000, 1 << 20)
+
+
+def test_kvm_requested_without_dev_kvm(monkeypatch):
+    monkeypatch.setattr(os, "access", lambda *a: False)
+    with pytest.raises(LabError, match="KVM requested.*--accel tcg"):
+        lab_mod._choose_accel("kvm", None, print)
+    assert lab_mod._choose_accel("auto", None, print) == "tcg"
+
+
+def test_lab_that_is_not_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    lab = lab_mod.Lab("nothere")
+    assert lab.status() == []
+    with pytest.raises(LabError, match="not up.*vmroc lab up"):
+        lab.guest("g1")
+    with pytest.raises(LabError, match="bad lab name"):
+        lab_mod.Lab("../x")
