@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 ELF_MAGIC = b"\x7fELF"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
+_LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
+_LZ4_BLOCK_MAX = 8 << 20  # legacy-frame blocks decompress to at most 8 MiB
 
 
 def extract_vmlinux(image: Path | bytes) -> bytes:
@@ -43,15 +45,56 @@ def extract_vmlinux(image: Path | bytes) -> bytes:
             vmlinux = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
         elif payload.startswith(_GZIP_MAGIC):
             vmlinux = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+        elif payload.startswith(_LZ4_LEGACY_MAGIC):
+            vmlinux = _unlz4_legacy(payload, name)
         else:
             raise KernelImageError(
-                f"{name}: payload compression {payload[:6].hex()} not supported (XZ and gzip are)")
+                f"{name}: payload compression {payload[:6].hex()} not supported "
+                "(XZ, gzip and LZ4 are)")
     except (lzma.LZMAError, zlib.error, gzip.BadGzipFile) as exc:
         raise KernelImageError(f"{name}: payload does not decompress: {exc}") from exc
     if vmlinux[:4] != ELF_MAGIC:
         raise KernelImageError(f"{name}: decompressed payload is not ELF")
     log.debug("%s: vmlinux %d bytes", name, len(vmlinux))
     return vmlinux
+
+
+def _unlz4_legacy(payload: bytes, name: str) -> bytes:
+    """Decompress an LZ4 legacy frame (the kernel's ``CONFIG_KERNEL_LZ4``)."""
+    try:
+        import lz4.block
+    except ImportError:
+        return _unlz4_cli(payload, name)
+    out, pos = [], 4
+    while pos + 4 <= len(payload):
+        size, = struct.unpack_from("<I", payload, pos)
+        if size == int.from_bytes(_LZ4_LEGACY_MAGIC, "little"):
+            pos += 4  # concatenated frame
+            continue
+        if size == 0 or pos + 4 + size > len(payload):
+            break  # the trailing 4-byte uncompressed size, or the end
+        try:
+            out.append(lz4.block.decompress(payload[pos + 4:pos + 4 + size],
+                                            uncompressed_size=_LZ4_BLOCK_MAX))
+        except lz4.block.LZ4BlockError as exc:
+            if out:  # trailing bytes after the last block
+                break
+            raise KernelImageError(f"{name}: LZ4 block at {pos:#x} is corrupt: {exc}") from exc
+        pos += 4 + size
+    return b"".join(out)
+
+
+def _unlz4_cli(payload: bytes, name: str) -> bytes:
+    import subprocess
+    try:
+        proc = subprocess.run(["lz4", "-dc"], input=payload, capture_output=True)
+    except FileNotFoundError:
+        raise KernelImageError(
+            f"{name}: LZ4-compressed kernel; install the Python package `lz4` "
+            "(pip install lz4) or the `lz4` tool (apt-get install lz4)") from None
+    if not proc.stdout:
+        raise KernelImageError(f"{name}: lz4 -dc failed: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout
 
 
 @dataclass(frozen=True)
