@@ -1,0 +1,359 @@
+"""The bus: vmroc events over Apache Kafka (kafka-python), topics and the dead-letter queue.
+
+    servers = bootstrap()                       # VMROC_KAFKA, else the embedded broker
+    with Producer(servers) as out:              # acks=all, retries, flush on close
+        out.send(sample)                        # topic and key come from the event
+    with Consumer(SAMPLES, servers, group="detect") as inp:
+        inp.run(handle, stop=stop_event)        # commits after handle() returned
+
+A message that does not decode is counted (``consumer.stats["dead"]``), logged with
+topic/partition/offset and copied to ``vmroc.dlq`` with the reason in its headers;
+the consumer goes on. ``vmroc.bus`` sits below the stages; the only upward reach is
+``bootstrap()`` lazily starting ``deploy.broker`` when no cluster is configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import VmrocError
+from .events import SchemaError, _Event, decode, encode
+
+__all__ = [
+    "bootstrap", "ensure_topics", "Producer", "Consumer", "Message", "DeadLetter",
+    "BusError", "SAMPLES", "FAULTS", "ANOMALIES", "INCIDENTS", "DLQ", "TOPICS",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLES = "vmroc.samples"
+FAULTS = "vmroc.faults"
+ANOMALIES = "vmroc.anomalies"
+INCIDENTS = "vmroc.incidents"
+DLQ = "vmroc.dlq"
+TOPICS = (SAMPLES, FAULTS, ANOMALIES, INCIDENTS, DLQ)
+DEFAULT_SAMPLES_PARTITIONS = 4
+
+# Client settings shared by producers and consumers: reconnect quickly after a
+# broker restart (kafka-python's default backoff grows to 30 s).
+_CLIENT = dict(reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000, retry_backoff_ms=100)
+_ensured: set[str] = set()
+
+
+class BusError(VmrocError):
+    """Kafka not reachable, a topic missing, or a send that was not acknowledged."""
+
+    def __init__(self, message: str, servers: str | None = None, topic: str | None = None):
+        super().__init__(message)
+        self.servers = servers
+        self.topic = topic
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One decoded event with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    timestamp_ms: int
+    event: Any                  # a vmroc.events event, or a DeadLetter on vmroc.dlq
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A message from ``vmroc.dlq``: the original bytes and why they did not decode."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str
+    value: bytes | None
+
+
+def bootstrap(start: bool = True) -> str:
+    """Bootstrap servers: ``VMROC_KAFKA`` if set (never starts anything), else the
+    embedded broker, started if it is not running and ``start`` is true."""
+    servers = os.environ.get("VMROC_KAFKA", "").strip()
+    if servers:
+        return servers
+    from deploy.broker import Broker      # lazy: deploy is above vmroc in the data flow
+
+    broker = Broker()
+    if broker.pid() is None:
+        if not start:
+            raise BusError("no Kafka broker: start one with `vmroc broker up` or point "
+                           "vmroc at a cluster with VMROC_KAFKA=host:port")
+        log.warning("starting the embedded Kafka broker at %s", broker.bootstrap)
+        broker.start()
+    return broker.bootstrap
+
+
+def samples_partitions() -> int:
+    """Partitions of ``vmroc.samples``: ``VMROC_SAMPLES_PARTITIONS`` or 4."""
+    value = os.environ.get("VMROC_SAMPLES_PARTITIONS", str(DEFAULT_SAMPLES_PARTITIONS))
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise BusError(f"VMROC_SAMPLES_PARTITIONS={value!r} is not a number") from None
+
+
+def ensure_topics(servers: str | None = None, *, partitions: int | None = None,
+                  timeout: float = 10.0) -> dict[str, int]:
+    """Create the vmroc topics that are missing; grow ``vmroc.samples`` to
+    ``partitions`` (default ``samples_partitions()``). Returns topic -> partitions."""
+    from kafka.admin import NewPartitions, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    servers = servers or bootstrap()
+    wanted = {t: 1 for t in TOPICS} | {SAMPLES: partitions or samples_partitions()}
+    admin = _connect("admin", servers, timeout)
+    try:
+        brokers = len(admin.describe_cluster().get("brokers", [])) or 1
+        replicas = min(3, brokers)
+        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()
+                    if t["name"] in wanted and not t["error_code"]}
+        new = [NewTopic(t, n, replicas) for t, n in wanted.items() if t not in existing]
+        if new:
+            try:
+                admin.create_topics(new, timeout_ms=int(timeout * 1000))
+            except TopicAlreadyExistsError:
+                pass            # another process created them meanwhile
+            log.info("created topics %s on %s", [t.name for t in new], servers)
+        if existing.get(SAMPLES, wanted[SAMPLES]) < wanted[SAMPLES]:
+            admin.create_partitions({SAMPLES: NewPartitions(wanted[SAMPLES])})
+            log.info("grew %s to %d partitions", SAMPLES, wanted[SAMPLES])
+        _wait_topics(admin, wanted, timeout)
+    except KafkaError as exc:
+        raise BusError(f"could not set up topics on {servers}: {exc}", servers) from exc
+    finally:
+        admin.close()
+    _ensured.add(servers)
+    return {t: max(n, existing.get(t, 0)) for t, n in wanted.items()}
+
+
+class Producer:
+    """Publishes events (acks=all, idempotent, retried); ``close()`` flushes."""
+
+    def __init__(self, servers: str | None = None, *, ensure: bool = True, **options: Any):
+        self.servers = servers or bootstrap()
+        if ensure and self.servers not in _ensured:
+            ensure_topics(self.servers)
+        config = dict(_CLIENT, acks="all", enable_idempotence=True, linger_ms=5,
+                      max_block_ms=20000, delivery_timeout_ms=60000)
+        self._producer = _connect("producer", self.servers, **config, **options)
+        self.sent = 0
+
+    def send(self, event: _Event, *, key: str | None = None):
+        """Queue ``event`` on its topic; returns kafka-python's future (``.get()``
+        waits for the broker's acknowledgement)."""
+        key = event.key if key is None else key
+        self.sent += 1
+        return self._producer.send(event.topic, encode(event),
+                                   key=key.encode() if key is not None else None)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued event is acknowledged (or raise BusError)."""
+        from kafka.errors import KafkaError
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise BusError(f"events not acknowledged by {self.servers}: {exc}",
+                           self.servers) from exc
+
+    def close(self, timeout: float = 30.0) -> None:
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close(timeout=timeout)
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer:
+    """Reads and decodes events; offsets are committed only by ``commit()``/``run()``.
+
+    ``group`` is the consumer group (members split the partitions); ``group=None``
+    reads every partition without committing (for ``vmroc tail``). ``dlq`` copies
+    undecodable messages to ``vmroc.dlq`` (off for read-only tools).
+    """
+
+    def __init__(self, topics: str | Iterable[str], servers: str | None = None, *,
+                 group: str | None = "vmroc", from_beginning: bool = False,
+                 dlq: bool = True, **options: Any):
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        unknown = [t for t in self.topics if t not in TOPICS]
+        if unknown:
+            raise BusError(f"unknown topic {unknown[0]!r}: vmroc topics are "
+                           f"{', '.join(TOPICS)}", topic=unknown[0])
+        self.servers = servers or bootstrap()
+        self.group = group
+        self.dlq = dlq
+        self.stats = {"received": 0, "decoded": 0, "dead": 0}
+        self._dlq_producer = None
+        config = dict(_CLIENT, group_id=group, enable_auto_commit=False,
+                      auto_offset_reset="earliest" if from_beginning else "latest",
+                      session_timeout_ms=10000, heartbeat_interval_ms=1000)
+        self._consumer = _connect("consumer", self.servers, **config, **options)
+        if group is not None:
+            self._consumer.subscribe(self.topics)
+        else:
+            self._assign_all(from_beginning)
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
+        """The next decoded events (possibly none); bad messages go to the DLQ."""
+        from kafka.errors import KafkaError
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout * 1000),
+                                          max_records=max_records)
+        except KafkaError as exc:
+            raise BusError(f"consuming {self.topics} from {self.servers}: {exc}",
+                           self.servers) from exc
+        out = []
+        for records in batches.values():
+            for rec in records:
+                self.stats["received"] += 1
+                msg = self._decode(rec)
+                if msg is not None:
+                    self.stats["decoded"] += 1
+                    out.append(msg)
+        return out
+
+    def commit(self) -> None:
+        """Commit everything polled so far (after flushing its DLQ copies)."""
+        if self._dlq_producer is not None:
+            self._dlq_producer.flush()
+        if self.group is not None:
+            self._consumer.commit()
+
+    def run(self, handler: Callable[[Message], None], *, stop: threading.Event | None = None,
+            max_messages: int | None = None, idle_timeout: float | None = None) -> int:
+        """Call ``handler`` on each event and commit after each handled batch, until
+        ``stop`` is set, ``max_messages`` were handled or nothing came for
+        ``idle_timeout`` seconds. Returns how many events were handled."""
+        handled, idle_since = 0, time.monotonic()
+        while not (stop and stop.is_set()):
+            limit = None if max_messages is None else max_messages - handled
+            if limit == 0:
+                break
+            batch = self.poll(0.5, max_records=limit)
+            for msg in batch:
+                handler(msg)
+                handled += 1
+            if batch or self.stats["dead"]:
+                self.commit()
+            if batch:
+                idle_since = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+                break
+        return handled
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member reads now."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def close(self) -> None:
+        try:
+            if self._dlq_producer is not None:
+                self._dlq_producer.close(timeout=10)
+        finally:
+            self._consumer.close(autocommit=False)
+
+    def __enter__(self) -> "Consumer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+    def _decode(self, rec) -> Message | None:
+        key = rec.key.decode(errors="replace") if rec.key is not None else None
+        if rec.topic == DLQ:
+            headers = {k: v.decode(errors="replace") for k, v in rec.headers or []}
+            event = DeadLetter(topic=headers.get("vmroc.topic", "?"),
+                               partition=int(headers.get("vmroc.partition", -1)),
+                               offset=int(headers.get("vmroc.offset", -1)),
+                               error=headers.get("vmroc.error", "?"), value=rec.value)
+            return Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
+        try:
+            event = decode(rec.topic, rec.value)
+        except SchemaError as exc:
+            self.stats["dead"] += 1
+            log.warning("undecodable message %s/%d@%d (%s)%s", rec.topic, rec.partition,
+                        rec.offset, exc, ": copied to " + DLQ if self.dlq else "")
+            if self.dlq:
+                self._dead_letter(rec, str(exc))
+            return None
+        return Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
+
+    def _dead_letter(self, rec, error: str) -> None:
+        if self._dlq_producer is None:
+            self._dlq_producer = _connect("producer", self.servers, acks="all", linger_ms=5,
+                                          max_block_ms=20000, **_CLIENT)
+        headers = [("vmroc.error", error.encode()), ("vmroc.topic", rec.topic.encode()),
+                   ("vmroc.partition", str(rec.partition).encode()),
+                   ("vmroc.offset", str(rec.offset).encode())]
+        self._dlq_producer.send(DLQ, rec.value, key=rec.key, headers=headers)
+
+    def _assign_all(self, from_beginning: bool) -> None:
+        from kafka import TopicPartition
+        parts = []
+        for topic in self.topics:
+            ids = self._consumer.partitions_for_topic(topic)
+            if not ids:
+                raise BusError(f"topic {topic} does not exist on {self.servers}: create the "
+                               f"vmroc topics with `vmroc broker up` (or ensure_topics())",
+                               self.servers, topic)
+            parts += [TopicPartition(topic, p) for p in sorted(ids)]
+        self._consumer.assign(parts)
+        (self._consumer.seek_to_beginning if from_beginning else self._consumer.seek_to_end)()
+
+
+def _connect(kind: str, servers: str, timeout: float = 10.0, **config: Any):
+    """A kafka-python client, with 'not reachable' turned into a one-line BusError."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
+
+    cls = {"admin": KafkaAdminClient, "producer": KafkaProducer,
+           "consumer": KafkaConsumer}[kind]
+    config.setdefault("bootstrap_timeout_ms", int(timeout * 1000))
+    if kind == "admin":
+        config = dict(_CLIENT, request_timeout_ms=int(timeout * 1000), **config)
+    try:
+        return cls(bootstrap_servers=servers.split(","), **config)
+    except KafkaError as exc:
+        raise BusError(f"Kafka at {servers} not reachable ({type(exc).__name__}): start the "
+                       f"embedded broker with `vmroc broker up`, or fix VMROC_KAFKA",
+                       servers) from exc
+
+
+def _wait_topics(admin, wanted: dict[str, int], timeout: float) -> None:
+    """Until every topic has its partitions with a leader (creation is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    from kafka.errors import KafkaError
+
+    while True:
+        try:
+            ready = {t["name"]: t for t in admin.describe_topics(list(wanted))
+                     if not t["error_code"]}
+        except KafkaError:
+            ready = {}
+        if all(t in ready and len(ready[t]["partitions"]) >= n
+               and all(p["leader_id"] >= 0 for p in ready[t]["partitions"])
+               for t, n in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            raise BusError(f"topics {sorted(wanted)} not ready after {timeout:.0f} s")
+        time.sleep(0.1)
+
