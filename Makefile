@@ -8,7 +8,8 @@ setup:
 	$(PYTHON) -m vmroc.cli image build --kernel-flavour all
 
 demo: setup
-	$(PYTHON) -m vmroc.cli demo
+	$(PYTHON) -m vmroc.cli lab up --guests 3
+	$(PYTHON) -m vmroc.cli lab status
 
 test: setup
 	$(PYTHON) -m pytest tests
@@ -17,4 +18,4 @@ test-fast:
 	$(PYTHON) -m pytest tests/unit
 
 bench: setup
-	$(PYTHON) bench/run_all.py
+	$(PYTHON) bench/bench_lab.py

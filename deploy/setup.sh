@@ -27,7 +27,8 @@ stamp=build/.pip-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
    || ! "$PY" -c 'import importlib.metadata as m; m.version("vmroc")' 2>/dev/null; then
     echo "setup: installing Python packages (pip install -e .)"
-    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e .
+    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+        --config-settings editable_mode=compat -e .
     mkdir -p build && touch "$stamp"
 fi
 echo "setup: ok"
