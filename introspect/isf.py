@@ -91,10 +91,24 @@ SYMBOL_TYPES: dict[str, str] = {
     "idt_table": "struct gate_struct[256]",
     "sys_call_table": "void *[]",
     "loops_per_jiffy": "unsigned long",
+    "taint_flags": "struct taint_flag[]",
+    "cap_last_cap": "int",
+    "bpf_kallsyms": "struct list_head",
+    "ftrace_mod_maps": "struct list_head",
+    "num_registered_fb": "int",
+    "registered_fb": "struct fb_info *[32]",
+    "__start___tracepoints_ptrs": "tracepoint_ptr_t",
+    "tk_core": "struct vmroc_tk_core",
     "_text": "char",
     "_stext": "char",
     "_etext": "char",
     "_end": "char",
+}
+
+# Variables of anonymous struct type: laid out here from their C definition
+# (natural alignment), e.g. kernel/time/timekeeping.c ``static struct {...} tk_core``.
+SYNTHETIC_TYPES: dict[str, list[tuple[str, str]]] = {
+    "vmroc_tk_core": [("seq", "seqcount_raw_spinlock_t"), ("timekeeper", "struct timekeeper")],
 }
 
 _SPEC = re.compile(r"^\s*(?P<base>[A-Za-z_][\w ]*?)\s*(?P<ptr>[* ]*)(?:\[(?P<n>\w*)\])?\s*$")
@@ -349,20 +363,39 @@ class IsfBuilder:
         if not m:
             raise BTFError(f"bad type spec {spec!r}")
         base = m["base"].strip()
-        if base.startswith(("struct ", "union ")):
+        if base.startswith("struct ") and base[7:] in SYNTHETIC_TYPES:
+            desc = self._synthetic(base[7:], ksyms)
+            t = None
+        elif base.startswith(("struct ", "union ")):
             kind, _, tname = base.partition(" ")
             t = self.vmlinux.find(tname, (B.STRUCT, B.UNION))
         elif base == "void":
             t = self.vmlinux[0]
         else:
             t = self.vmlinux.find(_C_ALIASES.get(base, base), (B.INT, B.TYPEDEF, B.FLOAT))
-        desc = self.descriptor("vmlinux", t.id)
+        if t is not None:
+            desc = self.descriptor("vmlinux", t.id)
         for _ in range(m["ptr"].count("*")):
             desc = {"kind": "pointer", "subtype": desc}
         if m["n"] is not None:
             desc = {"kind": "array", "count": self._count(m["n"], desc, spec, ksyms, address),
                     "subtype": desc}
         return desc
+
+    def _synthetic(self, name: str, ksyms: Kallsyms | None) -> dict:
+        if name not in self.user_types:
+            fields, offset, align = {}, 0, 1
+            for member, spec in SYNTHETIC_TYPES[name]:
+                desc = self.spec_descriptor(spec, ksyms, 0)
+                self.finish_types()
+                size = self._desc_size(desc)
+                a = min(8, size & -size) if size else 1
+                offset = (offset + a - 1) // a * a
+                fields[member] = {"type": desc, "offset": offset}
+                offset, align = offset + size, max(align, a)
+            self.user_types[name] = {"kind": "struct", "size": (offset + align - 1) // align * align,
+                                     "fields": fields}
+        return {"kind": "struct", "name": name}
 
     def _count(self, n: str, elem: dict, spec: str, ksyms: Kallsyms | None, address: int) -> int:
         if n.isdigit():

@@ -36,7 +36,7 @@ from .kernel_image import ElfImage, extract_vmlinux
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # bump when the output changes for the same inputs
 ISF_NAME, ISF_XZ_NAME, LIBVMI_NAME, META_NAME = (
     "vmlinux.json", "vmlinux.json.xz", "libvmi.json", "meta.json")
 
@@ -101,11 +101,10 @@ def _module_name(path: Path) -> str:
 def cache_key(kernel_image: Path, modules: list[Path]) -> tuple[str, dict[str, str]]:
     """(key, {file name: sha256}) for the inputs of a build."""
     hashes = {Path(kernel_image).name: _sha256(kernel_image)}
-    for mod in modules:
-        hashes[Path(mod).name] = _sha256(mod)
-    h = hashlib.sha256(BUILDER_VERSION.encode())
-    for name in sorted(hashes):
-        h.update(f"{name}={hashes[name]}\n".encode())
+    h = hashlib.sha256(f"{BUILDER_VERSION}\nkernel={hashes[Path(kernel_image).name]}\n".encode())
+    for mod in sorted(modules, key=_module_name):  # the module name names its types
+        hashes[Path(mod).name] = digest = _sha256(mod)
+        h.update(f"{_module_name(mod)}={digest}\n".encode())
     return h.hexdigest()[:16], hashes
 
 
