@@ -140,11 +140,15 @@ def parse_kallsyms(elf: ElfImage | bytes, base_addr: int = 0) -> Kallsyms:
 
 def _find_token_table(data: bytes, where: str) -> tuple[list[bytes], int, int]:
     """(tokens, token_table offset, token_index offset)."""
-    pos = -1
+    pos, seen = -1, 0
     while True:
         pos = data.find(_DIGITS, pos + 1)
         if pos < 0:
-            raise KallsymsError(f"{where}: no kallsyms token table (digit tokens not found)")
+            raise KallsymsError(
+                f"{where}: no kallsyms token table (digit tokens found {seen} times, "
+                "never followed by a matching token index)" if seen else
+                f"{where}: no kallsyms token table (digit tokens not found)")
+        seen += 1
         rel, q = [], pos
         try:
             for _ in range(256 - 0x30):
@@ -152,7 +156,7 @@ def _find_token_table(data: bytes, where: str) -> tuple[list[bytes], int, int]:
                 q = data.index(b"\0", q) + 1
         except ValueError:
             continue
-        for pad in range(0, 16, 2):
+        for pad in range(16):
             ti = q + pad
             if ti + 512 > len(data):
                 break
@@ -166,8 +170,7 @@ def _find_token_table(data: bytes, where: str) -> tuple[list[bytes], int, int]:
             for off in idx:
                 end = data.index(b"\0", start + off)
                 tokens.append(data[start + off:end])
-            if all(tokens):
-                return tokens, start, ti
+            return tokens, start, ti
 
 
 def _marker_candidates(data: bytes, t_table: int, window: int = 8 << 20):
