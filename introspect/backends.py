@@ -1,0 +1,85 @@
+"""Memory readers behind one interface (``KernelView``): direct mmap, LibVMI, volatility3.
+
+- ``mmap``: our own translation on the RAM file (``GuestKernel``); every feature.
+- ``libvmi``: LibVMI (python bindings, FILE mode on the RAM file) does KASLR and
+  address translation; the same feature readers run on top, so it is a reference
+  for every feature. Its page caches are flushed before each sample.
+- ``volatility``: volatility3 as a library: task list (``linux.pslist``) and kernel
+  log (``linux.kmsg``) only, the reference for those two.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .errors import IntrospectError
+from .kernel import GuestKernel, KernelMismatchError, KernelView
+from .layers import AddressError
+from .symbols import SymbolFiles, SymbolTable
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("mmap", "libvmi", "volatility")
+
+
+class LibvmiKernel(KernelView):
+    """``KernelView`` whose reads and symbol addresses come from LibVMI."""
+
+    name = "libvmi"
+
+    def __init__(self, ram_path: Path, files: SymbolFiles, symbols: SymbolTable, guest: str):
+        try:
+            from libvmi import Libvmi, LibvmiError, VMIConfig, VMIMode
+        except ImportError as exc:
+            raise IntrospectError("LibVMI python bindings missing: pip install libvmi") from exc
+        self.guest, self.symbols, self._error = guest, symbols, LibvmiError
+        try:
+            self.vmi = Libvmi(str(ram_path), mode=VMIMode.FILE, config_mode=VMIConfig.DICT,
+                              config={"ostype": "Linux", "volatility_ist": str(files.libvmi)})
+        except LibvmiError as exc:
+            raise IntrospectError(f"guest {guest}: LibVMI init on {ram_path} failed ({exc}); "
+                                  "is the ISF built for this guest's kernel?") from exc
+        self._check_banner()
+        self._load_percpu_offsets()
+
+    def _check_banner(self) -> None:
+        want = self.symbols.banner.encode("latin-1")
+        got = self.read(self.sym("linux_banner"), len(want))
+        if got != want:
+            raise KernelMismatchError(f"guest {self.guest}: LibVMI reads banner {got[:60]!r}, "
+                                      f"symbols are for {want[:60]!r}")
+
+    def sym(self, name: str) -> int:
+        if self.symbols.is_percpu(name):
+            return self.symbols.address(name)
+        try:
+            return self.vmi.translate_ksym2v(name)
+        except self._error as exc:
+            raise AddressError("libvmi", 0, f"symbol {name} not translated") from exc
+
+    def flush(self) -> None:
+        self.vmi.pagecache_flush()
+        self.vmi.v2pcache_flush()
+
+    def read(self, vaddr: int, length: int) -> bytes:
+        try:
+            data, got = self.vmi.read_va(vaddr, 0, length)
+        except self._error as exc:
+            raise AddressError("libvmi", vaddr, "not readable") from exc
+        if got != length:
+            raise AddressError("libvmi", vaddr, f"read {got} of {length} bytes")
+        return data
+
+    def close(self) -> None:
+        self.vmi.destroy()
+
+
+def open_kernel(backend: str, ram_path: Path, files: SymbolFiles, symbols: SymbolTable,
+                guest: str) -> KernelView:
+    """The ``KernelView`` for ``backend`` (``mmap`` or ``libvmi``)."""
+    if backend == "mmap":
+        return GuestKernel(ram_path, symbols, guest)
+    if backend == "libvmi":
+        return LibvmiKernel(ram_path, files, symbols, guest)
+    raise IntrospectError(f"unknown sampler backend {backend!r}; use one of {', '.join(BACKENDS)}")

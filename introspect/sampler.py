@@ -1,0 +1,177 @@
+"""``Sampler(guest)``: one look at a guest's kernel state, as a ``Sample`` event.
+
+Feature groups (``features.GROUPS``) are read one by one; a group that catches a
+list mid-update is retried, and after ``RETRIES`` it is left out and the sample is
+flagged ``consistent: false`` (never filled with garbage). ``pause=True`` stops the
+guest over QMP around the read for an exact snapshot.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from vmroc.events import Sample
+
+from .backends import BACKENDS, open_kernel
+from .errors import IntrospectError
+from .features import GROUPS, Inconsistent, read_tasks
+from .layers import AddressError
+from .printk import KernelLog
+from .symbols import SymbolFiles, SymbolTable, build_isf
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3
+GUEST_MODULES = ("virtio_net", "virtio_blk")  # driver state the features read
+DEFAULT_HZ = 250
+
+
+class GuestDownError(IntrospectError):
+    """The guest's QEMU is gone; its RAM file is a frozen picture, not live state."""
+
+
+def symbols_for(guest: Any, progress=None) -> SymbolFiles:
+    """The symbol files of a lab guest's kernel (built once, then cached)."""
+    kernel = Path(guest.config["kernel"])
+    modules = [kernel.parent / "modules" / f"{m}.ko" for m in GUEST_MODULES]
+    return build_isf(kernel, [m for m in modules if m.exists()], progress=progress)
+
+
+def kernel_hz(guest: Any) -> int:
+    """CONFIG_HZ of a lab guest's kernel, from the config kept next to it."""
+    try:
+        config = (Path(guest.config["kernel"]).parent / "config").read_text()
+    except (OSError, AttributeError, KeyError):
+        return DEFAULT_HZ
+    m = re.search(r"^CONFIG_HZ=(\d+)$", config, re.M)
+    return int(m[1]) if m else DEFAULT_HZ
+
+
+class Sampler:
+    """Samples one guest. ``guest`` is a lab ``Guest`` (or anything with ``name``,
+    ``ram_path``, ``config``, and optionally ``alive()`` and ``qmp()``)."""
+
+    def __init__(self, guest: Any, backend: str = "mmap", symbols: SymbolFiles | None = None,
+                 pause: bool = False, tasks: bool = True, kernel_log: bool = True,
+                 hz: int | None = None):
+        if backend not in BACKENDS:
+            raise IntrospectError(f"unknown sampler backend {backend!r}; use one of "
+                                  f"{', '.join(BACKENDS)}")
+        self.guest = guest
+        self.name = guest.name
+        self.backend = backend
+        self.pause = pause
+        self.with_tasks = tasks
+        self.log = log.getChild(self.name)
+        self._check_alive()
+        self.files = symbols or symbols_for(guest)
+        self.table = SymbolTable.load(self.files.isf)
+        self.hz = hz or kernel_hz(guest)
+        self.seq = 0
+        if backend == "volatility":
+            from .volatility import VolatilityReader
+            self.vol = VolatilityReader(Path(guest.ram_path), self.files, self.name)
+            self.kernel = None
+            self.klog = None
+            self.groups: dict = {}
+            return
+        self.kernel = open_kernel(backend, Path(guest.ram_path), self.files, self.table, self.name)
+        self.klog = KernelLog(self.kernel) if kernel_log and self.table.has_symbol("prb") else None
+        self.groups = {}
+        for name, fn in GROUPS.items():
+            missing = [s for s in fn.REQUIRES if not self.table.has_symbol(s)]
+            if missing:
+                self.log.warning("%s: feature group %s skipped: kernel has no %s",
+                                 self.name, name, ", ".join(missing))
+                continue
+            self.groups[name] = fn
+
+    def _check_alive(self) -> None:
+        alive = getattr(self.guest, "alive", None)
+        if alive is not None and not alive():
+            raise GuestDownError(f"guest {self.name} is dead (its QEMU is gone); "
+                                 "see `vmroc lab status`")
+
+    def _read_group(self, name: str, fn, flags: list[str]) -> Any:
+        kwargs = {"hz": self.hz} if "hz" in inspect.signature(fn).parameters else {}
+        for attempt in range(RETRIES):
+            try:
+                return fn(self.kernel, **kwargs)
+            except (Inconsistent, AddressError) as exc:
+                self.kernel.flush()
+                if attempt == RETRIES - 1:
+                    flags.append(f"{name}: {exc}")
+                    self.log.info("%s: %s left out of sample %d: %s", self.name, name,
+                                  self.seq, exc)
+        return None
+
+    def sample(self) -> Sample:
+        """Read every feature group once and return the sample (not published)."""
+        self._check_alive()
+        if self.backend == "volatility":
+            return self._sample_volatility()
+        ts = time.time()
+        features: dict[str, float] = {}
+        flags: list[str] = []
+        tasks = lines = None
+        self.kernel.flush()
+        paused = self._pause()
+        try:
+            result = self._read_group("tasks", read_tasks, flags)
+            if result is not None:
+                features.update(result[0])
+                tasks = result[1] if self.with_tasks else None
+            for name, fn in self.groups.items():
+                features.update(self._read_group(name, fn, flags) or {})
+            if self.klog is not None:
+                records = self._read_group("log", lambda k: self.klog.read_new(), flags)
+                lines = [str(r) for r in records or []]
+                features["log_lines"] = len(lines)
+                features["log_errors"] = sum(r.level <= 3 for r in records or [])
+        finally:
+            if paused:
+                self._resume()
+        self._check_alive()  # died while we read: what we read may be stale
+        self.seq += 1
+        return Sample(guest=self.name, ts=ts, features=features, backend=self.backend,
+                      consistent=not flags, seq=self.seq, flags=flags, tasks=tasks, log=lines)
+
+    def _sample_volatility(self) -> Sample:
+        ts = time.time()
+        paused = self._pause()
+        try:
+            tasks = self.vol.tasks()
+            lines = self.vol.new_log_lines()
+        finally:
+            if paused:
+                self._resume()
+        self.seq += 1
+        return Sample(guest=self.name, ts=ts, features={"tasks": len(tasks),
+                      "log_lines": len(lines)}, backend=self.backend, consistent=True,
+                      seq=self.seq, tasks=tasks, log=lines)
+
+    def _pause(self) -> bool:
+        if not self.pause:
+            return False
+        with self.guest.qmp() as qmp:
+            qmp.cmd("stop")
+        return True
+
+    def _resume(self) -> None:
+        with self.guest.qmp() as qmp:
+            qmp.cmd("cont")
+
+    def close(self) -> None:
+        if self.kernel is not None:
+            self.kernel.close()
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
