@@ -197,9 +197,12 @@ def build_isf(kernel_image: Path, modules: list[Path] | tuple = (), *,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1))
-        if final.exists():
+        if force and final.exists():
             shutil.rmtree(final)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # a concurrent build finished first: same inputs, same output
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
