@@ -33,7 +33,6 @@ from .kernel_image import ElfImage
 log = logging.getLogger(__name__)
 
 _DIGITS = b"".join(bytes([c]) + b"\0" for c in b"0123456789")
-_MAX_TOKENS_PER_NAME = 0x7FFF  # big-symbol length encoding allows 15 bits
 _MIN_NAME_BYTES, _MAX_NAME_BYTES = 2, 300  # compressed bytes per entry incl. length
 
 
@@ -104,11 +103,10 @@ class Kallsyms:
         return cached
 
 
-def parse_kallsyms(elf: ElfImage | bytes, base_addr: int = 0) -> Kallsyms:
+def parse_kallsyms(elf: ElfImage | bytes) -> Kallsyms:
     """Find and decode the kallsyms tables of ``elf`` (an ElfImage or a raw blob).
 
-    For an ElfImage the ``.rodata`` section is searched; for raw bytes the whole blob
-    (``base_addr`` is then only used in messages).
+    For an ElfImage the ``.rodata`` section is searched; for raw bytes the whole blob.
     """
     if isinstance(elf, ElfImage):
         sec = elf.sections.get(".rodata")
