@@ -1,6 +1,6 @@
 """``vmroc symbols ...``: build the symbol files (ISF) of a guest kernel.
 
-Room is left for ``vmroc sample`` (the samplers register it here later).
+``vmroc sample`` is a sibling command registered by ``introspect.sample_cli``.
 """
 
 from __future__ import annotations
