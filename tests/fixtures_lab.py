@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
-LAB_NAME = "test"
+# Separate names let several test runs share a machine without killing each other's lab.
+LAB_NAME = os.environ.get("VMROC_TEST_LAB", "test")
 LAB_GUESTS = 3
 
 

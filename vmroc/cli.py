@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .errors import VmrocError
@@ -19,6 +20,7 @@ COMMAND_MODULES = [
     "deploy.cli",
     "vmroc.bus_cli",
     "introspect.cli",
+    "introspect.sample_cli",
     "inject.cli",
 ]
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vmroc ... | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,0 +1,186 @@
+"""The sampler against real guests: values match the guest's own view; backends agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from deploy import Lab
+from introspect.errors import IntrospectError
+from introspect.kernel import GuestKernel, KernelMismatchError, NotAGuestError
+from introspect.sampler import Sampler, symbols_for
+from introspect.stream import stream
+from introspect.symbols import SymbolTable
+
+pytestmark = pytest.mark.real
+
+COUNTERS = ["vda_rd", "vda_rsec", "vda_wr", "vda_wsec", "eth0_rxp", "eth0_txp",
+            "eth0_rxb", "eth0_txb"]
+
+
+def next_status(guest, after_up: float):
+    return guest.wait_for_status(timeout=30, where=lambda s: s["up"] > after_up)
+
+
+def test_features_match_the_guests_own_status_line(lab):
+    g = lab.guest("g2")
+    before = next_status(g, 0)
+    with Sampler(g) as s:
+        sample = s.sample()
+    after = next_status(g, next_status(g, before["up"])["up"])  # two lines later: read after us
+    f = sample.features
+    assert sample.consistent, sample.flags
+    assert len(f) >= 30
+    for name in COUNTERS:  # monotonic counters: bracketed by the lines around the sample
+        assert before[name] <= f[name] <= after[name], (name, before[name], f[name], after[name])
+    assert abs(f["tasks"] - before["tasks"]) <= 4
+    assert abs(f["memfree_kb"] - before["memfree_kb"]) <= 4096
+    assert abs(f["load1"] - before["load1"]) <= 0.35
+    assert abs(f["uptime_s"] - (before["up"] + after["up"]) / 2) <= 5
+    pids = {t["pid"]: t for t in sample.tasks}
+    assert pids[1]["comm"] == "init" and pids[2]["comm"] == "kthreadd"
+    assert any(t["comm"] == "httpd" for t in sample.tasks)
+
+
+def test_kernel_log_lines_written_in_the_guest_appear(lab):
+    g = lab.guest("g1")
+    with Sampler(g) as s:
+        s.sample()  # everything up to now
+        line = g.wait_for_status(timeout=30)
+        time.sleep(6)  # the guest writes a heartbeat to /dev/kmsg every 5 s
+        new = s.sample().log
+    beats = [x for x in new if "vmroc-guest: heartbeat" in x and "name=g1" in x]
+    assert beats, new
+    n = int(beats[-1].split("heartbeat ")[1].split()[0])
+    assert n >= int(line["up"]) // 5 - 2
+
+
+def test_task_lists_agree_across_backends_on_a_paused_guest(lab):
+    g = lab.guest("g3")
+    samplers = {b: Sampler(g, backend=b) for b in ("mmap", "libvmi", "volatility")}
+    with g.qmp() as qmp:
+        qmp.cmd("stop")
+    try:
+        lists = {b: sorted((t["pid"], t["ppid"], t["comm"]) for t in s.sample().tasks)
+                 for b, s in samplers.items()}
+    finally:
+        with g.qmp() as qmp:
+            qmp.cmd("cont")
+        for s in samplers.values():
+            s.close()
+    assert len(lists["mmap"]) > 20
+    assert lists["mmap"] == lists["libvmi"] == lists["volatility"]
+
+
+def test_libvmi_backend_gives_the_same_features(lab):
+    g = lab.guest("g3")
+    with Sampler(g, backend="libvmi", pause=True) as lv, Sampler(g, pause=True) as mm:
+        a, b = lv.sample(), mm.sample()
+    static = ["vm_nr_free_pages", "tasks", "jiffies"]
+    assert set(a.features) == set(b.features)
+    for name in static:
+        assert abs(a.features[name] - b.features[name]) <= (3 if name == "jiffies" else 64), name
+
+
+def test_pause_mode_leaves_the_guest_running(lab):
+    g = lab.guest("g2")
+    with Sampler(g, pause=True) as s:
+        assert s.sample().consistent
+    assert g.state() == "running"
+
+
+def test_streaming_three_guests_at_10hz(lab):
+    got: list = []
+    stats = stream(lab.guests, got.append, rate=10, count=30)
+    assert {s.guest for s in got} == {"g1", "g2", "g3"} and len(got) >= 90
+    assert stats.rate() >= 8.0, stats.to_json()
+    assert sum(stats.down.values()) == 0
+
+
+def test_sample_cli_json_and_unknown_guest(lab):
+    cmd = [sys.executable, "-m", "vmroc.cli", "sample", "--lab", lab.name]
+    out = subprocess.run(cmd + ["--guest", "g1", "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    sample = json.loads(out.stdout)
+    assert sample["guest"] == "g1" and sample["features"]["tasks"] > 20
+    assert {"pid", "ppid", "comm", "state"} <= set(sample["tasks"][0])
+    bad = subprocess.run(cmd + ["--guest", "g9"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        f"GuestError: unknown guest 'g9'; lab {lab.name} has g1, g2, g3"]
+
+
+def test_ram_file_that_is_not_a_guest(tmp_path, lab):
+    fake = tmp_path / "zeros.ram"
+    with open(fake, "wb") as f:
+        f.truncate(64 << 20)
+    table = SymbolTable.load(symbols_for(lab.guest("g1")).isf)
+    with pytest.raises(NotAGuestError, match="no kernel matching"):
+        GuestKernel(fake, table, "fake")
+
+
+@pytest.fixture(scope="module")
+def big_cloud_guest():
+    """One cloud-kernel guest with 3 GiB RAM: q35 puts its top GiB above 4 GiB."""
+    lab = Lab.up(1, name="tbig", ram_mb=3072, flavour="cloud", accel="tcg")
+    try:
+        yield lab.guests[0]
+    finally:
+        lab.down()
+
+
+def test_big_cloud_guest_gives_a_correct_task_list(big_cloud_guest):
+    g = big_cloud_guest
+    line = g.wait_for_status(timeout=120)
+    with Sampler(g, pause=True) as s:
+        sample = s.sample()
+        ram = s.kernel.ram
+    assert ram.high == 1 << 30  # the layout really is split
+    assert sample.consistent, sample.flags
+    assert abs(sample.features["tasks"] - line["tasks"]) <= 4
+    comms = {t["pid"]: t["comm"] for t in sample.tasks}
+    assert comms[1] == "init" and "httpd" in comms.values()
+    assert abs(sample.features["memfree_kb"] - line["memfree_kb"]) <= 8192
+
+
+def test_symbols_of_another_kernel_are_refused(big_cloud_guest, lab):
+    generic = SymbolTable.load(symbols_for(lab.guest("g1")).isf)
+    with pytest.raises(KernelMismatchError, match="symbols are for"):
+        GuestKernel(big_cloud_guest.ram_path, generic, "tbig-g1")
+
+
+def test_stream_marks_a_dead_guest_down_and_goes_on(lab):
+    """g3 is killed mid-stream and relaunched: g1 keeps flowing, g3 comes back."""
+    victim = lab.guest("g3")
+    got: list = []
+    stop = threading.Event()
+    killed_at: list[int] = []
+
+    def kill_relaunch_stop():
+        time.sleep(1.0)
+        victim.kill()
+        time.sleep(0.5)
+        killed_at.append(sum(s.guest == "g3" for s in got))
+        victim.launch()
+        victim.wait_for_status(timeout=120)
+        time.sleep(3.0)
+        stop.set()
+
+    helper = threading.Thread(target=kill_relaunch_stop)
+    helper.start()
+    try:
+        stats = stream([lab.guest("g1"), victim], got.append, rate=10, stop=stop,
+                       retry_down_s=1.0)
+    finally:
+        stop.set()
+        helper.join()
+    assert stats.down["g3"] >= 1
+    assert stats.samples["g1"] >= 50, stats.to_json()  # g1 kept going throughout
+    assert stats.samples["g3"] > killed_at[0] + 5, stats.to_json()  # g3 was picked up again
+    assert victim.state() == "running"
