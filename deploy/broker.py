@@ -149,6 +149,11 @@ class Broker:
               progress: Callable[[str], None] | None = None) -> BrokerStatus:
         """Start the broker (no-op if running) and wait until it serves produce+fetch."""
         if self.pid():
+            saved = self._saved()
+            if saved.get("port") != self.port:
+                raise BrokerError(f"the broker in {self.state_dir} already runs on port "
+                                  f"{saved.get('port')}: `vmroc broker down` first to move "
+                                  f"it to {self.port}")
             log.info("broker already running at %s (pid %s)", self.bootstrap, self.pid())
             return self.status()
         java = self._check_java()
