@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(qemu-system-x86 qemu-utils busybox-static nftables iproute2 xz-utils
+DEB_PACKAGES=(qemu-system-x86 busybox-static nftables iproute2 procps xz-utils
               default-jre-headless maven)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -125,3 +125,16 @@ def test_cloud_flavour_boots_to_the_workload():
     finally:
         lab.down()
     assert leftovers("tcloud", [str(g.ram_path)], []) == []
+
+
+def test_socket_network_fallback_when_namespaces_are_not_used(monkeypatch):
+    """VMROC_LAB_NET=socket (what the lab falls back to without netns): guests still talk."""
+    monkeypatch.setenv("VMROC_LAB_NET", "socket")
+    lab = Lab.up(2, name="tsock", ram_mb=128, accel="tcg")
+    try:
+        assert lab.state["net"] == "socket" and lab.netns_prefix() == []
+        line = lab.guest("g2").wait_for_status(timeout=60, where=lambda s: s["http_ok"] >= 2)
+        assert line["http_err"] == 0
+    finally:
+        lab.down()
+    assert leftovers("tsock", [], []) == []
