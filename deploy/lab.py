@@ -306,6 +306,9 @@ class Lab:
         lab = cls(name)
         if guests < 1:
             raise LabError("--guests must be at least 1")
+        if lab.is_up and not any(g.alive() for g in lab.guests):
+            say(f"lab {name}: no guest alive (left from an earlier run); starting afresh")
+            lab.down(progress=say)
         if lab.is_up:
             have = len(lab.state["guests"])
             if have != guests:
