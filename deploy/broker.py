@@ -157,9 +157,9 @@ class Broker:
             log.info("broker already running at %s (pid %s)", self.bootstrap, self.pid())
             return self.status()
         java = self._check_java()
-        jars = self.ensure_jars(progress)
         for port, what in ((self.port, "broker"), (self.controller_port, "controller")):
             _check_port_free(port, what)
+        jars = self.ensure_jars(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         classpath = f"{jars}/*"
@@ -273,7 +273,9 @@ class Broker:
         return config
 
     def _format(self, java: str, classpath: str, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):   # as Kafka's Uuid: a leading '-' reads as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
                "-t", cluster_id, "-c", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True)

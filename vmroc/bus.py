@@ -148,7 +148,7 @@ class Producer:
             ensure_topics(self.servers)
         config = dict(_CLIENT, acks="all", enable_idempotence=True, linger_ms=5,
                       max_block_ms=20000, delivery_timeout_ms=60000)
-        self._producer = _connect("producer", self.servers, **config, **options)
+        self._producer = _connect("producer", self.servers, **(config | options))
         self.sent = 0
 
     def send(self, event: _Event, *, key: str | None = None):
@@ -205,7 +205,7 @@ class Consumer:
         config = dict(_CLIENT, group_id=group, enable_auto_commit=False,
                       auto_offset_reset="earliest" if from_beginning else "latest",
                       session_timeout_ms=10000, heartbeat_interval_ms=1000)
-        self._consumer = _connect("consumer", self.servers, **config, **options)
+        self._consumer = _connect("consumer", self.servers, **(config | options))
         if group is not None:
             self._consumer.subscribe(self.topics)
         else:
