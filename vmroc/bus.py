@@ -15,6 +15,7 @@ the consumer goes on. ``vmroc.bus`` sits below the stages; the only upward reach
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import VmrocError
-from .events import SchemaError, _Event, decode, encode
+from .events import SchemaError, _Event, decode_pack, encode, encode_pack
 
 __all__ = [
     "bootstrap", "ensure_topics", "Producer", "Consumer", "Message", "DeadLetter",
@@ -44,6 +45,8 @@ DEFAULT_SAMPLES_PARTITIONS = 4
 # broker restart (kafka-python's default backoff grows to 30 s).
 _CLIENT = dict(reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000, retry_backoff_ms=100)
 _ensured: set[str] = set()
+# lz4 (a vmroc dependency) roughly doubles kafka-python's rate; plain if it is missing.
+_COMPRESSION = "lz4" if importlib.util.find_spec("lz4") else None
 
 
 class BusError(VmrocError):
@@ -140,28 +143,62 @@ def ensure_topics(servers: str | None = None, *, partitions: int | None = None,
 
 
 class Producer:
-    """Publishes events (acks=all, idempotent, retried); ``close()`` flushes."""
+    """Publishes events (acks=all, idempotent, retried; batched up to 10 ms and
+    lz4-compressed by default); ``close()`` flushes. ``options`` go to KafkaProducer.
 
-    def __init__(self, servers: str | None = None, *, ensure: bool = True, **options: Any):
+    ``pack=N`` (default 1: off) sends up to N events of one topic and key as one
+    Kafka message, waiting at most ``pack_ms`` for a pack to fill (checked on each
+    ``send``; ``flush``/``close`` send partial packs). Consumers unpack
+    transparently. It multiplies throughput at high per-key rates; at 10 Hz per
+    guest it only adds latency, so leave it off there.
+    """
+
+    def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 1,
+                 pack_ms: float = 50.0, **options: Any):
         self.servers = servers or bootstrap()
         if ensure and self.servers not in _ensured:
             ensure_topics(self.servers)
-        config = dict(_CLIENT, acks="all", enable_idempotence=True, linger_ms=5,
+        config = dict(_CLIENT, acks="all", enable_idempotence=True, linger_ms=10,
+                      batch_size=256 * 1024, compression_type=_COMPRESSION,
                       max_block_ms=20000, delivery_timeout_ms=60000)
         self._producer = _connect("producer", self.servers, **(config | options))
+        self.pack, self.pack_s = max(1, pack), pack_ms / 1000
+        self._packs: dict[tuple[str, str | None], tuple[float, list[_Event]]] = {}
         self.sent = 0
 
     def send(self, event: _Event, *, key: str | None = None):
-        """Queue ``event`` on its topic; returns kafka-python's future (``.get()``
-        waits for the broker's acknowledgement)."""
+        """Queue ``event`` on its topic. Returns kafka-python's future (``.get()``
+        waits for the broker's acknowledgement), or None while the event waits in a
+        pack; ``flush()`` is the way to know everything was acknowledged."""
         key = event.key if key is None else key
         self.sent += 1
-        return self._producer.send(event.topic, encode(event),
-                                   key=key.encode() if key is not None else None)
+        if self.pack == 1:
+            return self._send(event.topic, key, encode(event))
+        now = time.monotonic()
+        started, events = self._packs.setdefault((event.topic, key), (now, []))
+        events.append(event)
+        future = None
+        if len(events) >= self.pack:
+            del self._packs[(event.topic, key)]
+            future = self._send(event.topic, key, encode_pack(events))
+        while self._packs:                      # oldest first: dicts keep insert order
+            (topic, k), (started, events) = next(iter(self._packs.items()))
+            if now - started < self.pack_s:
+                break
+            del self._packs[(topic, k)]
+            self._send(topic, k, encode_pack(events))
+        return future
+
+    def _send(self, topic: str, key: str | None, value: bytes):
+        return self._producer.send(topic, value, key=key.encode() if key is not None else None)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every queued event is acknowledged (or raise BusError)."""
+        """Send partial packs and wait until every event is acknowledged (or raise
+        BusError)."""
         from kafka.errors import KafkaError
+        packs, self._packs = self._packs, {}
+        for (topic, key), (_, events) in packs.items():
+            self._send(topic, key, encode_pack(events) if len(events) > 1 else encode(events[0]))
         try:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:
@@ -200,6 +237,7 @@ class Consumer:
         self.servers = servers or bootstrap()
         self.group = group
         self.dlq = dlq
+        # Kafka messages received, events decoded from them, messages sent to the DLQ
         self.stats = {"received": 0, "decoded": 0, "dead": 0}
         self._dlq_producer = None
         config = dict(_CLIENT, group_id=group, enable_auto_commit=False,
@@ -224,10 +262,9 @@ class Consumer:
         for records in batches.values():
             for rec in records:
                 self.stats["received"] += 1
-                msg = self._decode(rec)
-                if msg is not None:
-                    self.stats["decoded"] += 1
-                    out.append(msg)
+                msgs = self._decode(rec)
+                self.stats["decoded"] += len(msgs)
+                out += msgs
         return out
 
     def commit(self) -> None:
@@ -247,11 +284,14 @@ class Consumer:
             limit = None if max_messages is None else max_messages - handled
             if limit == 0:
                 break
+            received = self.stats["received"]
             batch = self.poll(0.5, max_records=limit)
-            for msg in batch:
+            for msg in batch[:limit]:
                 handler(msg)
                 handled += 1
-            if batch or self.stats["dead"]:
+            if limit is not None and len(batch) > limit:
+                break       # a pack was cut: its offset stays uncommitted (redelivered)
+            if self.stats["received"] > received:
                 self.commit()
             if batch:
                 idle_since = time.monotonic()
@@ -277,7 +317,7 @@ class Consumer:
         self.close()
 
     # -- internals -------------------------------------------------------------------
-    def _decode(self, rec) -> Message | None:
+    def _decode(self, rec) -> list[Message]:
         key = rec.key.decode(errors="replace") if rec.key is not None else None
         if rec.topic == DLQ:
             headers = {k: v.decode(errors="replace") for k, v in rec.headers or []}
@@ -285,17 +325,18 @@ class Consumer:
                                partition=int(headers.get("vmroc.partition", -1)),
                                offset=int(headers.get("vmroc.offset", -1)),
                                error=headers.get("vmroc.error", "?"), value=rec.value)
-            return Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
+            return [Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)]
         try:
-            event = decode(rec.topic, rec.value)
+            events = decode_pack(rec.topic, rec.value)
         except SchemaError as exc:
             self.stats["dead"] += 1
             log.warning("undecodable message %s/%d@%d (%s)%s", rec.topic, rec.partition,
                         rec.offset, exc, ": copied to " + DLQ if self.dlq else "")
             if self.dlq:
                 self._dead_letter(rec, str(exc))
-            return None
-        return Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
+            return []
+        return [Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
+                for event in events]
 
     def _dead_letter(self, rec, error: str) -> None:
         if self._dlq_producer is None:

@@ -114,6 +114,20 @@ def test_samples_are_keyed_by_guest(broker):
         assert seqs == sorted(seqs)
 
 
+def test_packed_events_are_unpacked_in_order(broker):
+    rid = run_id()
+    with bus.Producer(broker.bootstrap, pack=10, pack_ms=1000) as producer:
+        for seq in range(25):
+            producer.send(sample(f"g{seq % 2}-{rid}", seq))
+    got, consumer = consume(bus.SAMPLES, broker.bootstrap, 25, match=lambda m: rid in m.key)
+    assert sorted(m.event.seq for m in got) == list(range(25))
+    offsets = {(m.key, m.partition, m.offset) for m in got}
+    assert len(offsets) == 4                    # 2 guests x (a full pack of 10 + the rest)
+    for guest in {m.key for m in got}:
+        seqs = [m.event.seq for m in got if m.key == guest]
+        assert seqs == sorted(seqs)
+
+
 def test_two_consumers_in_one_group_split_the_partitions(broker):
     rid, group = run_id(), f"split-{run_id()}"
     stop = threading.Event()

@@ -6,7 +6,8 @@ import pytest
 
 from vmroc.errors import VmrocError
 from vmroc.events import (SCHEMAS, TOPICS, Anomaly, Cause, FaultEvent, Incident, Sample,
-                          SchemaError, decode, encode, from_dict, to_dict)
+                          SchemaError, decode, decode_pack, encode, encode_pack, from_dict,
+                          to_dict)
 
 SAMPLE = Sample(guest="g0", ts=1795670000.25, features={"tasks": 51, "load1": 0.42},
                 backend="mmap", consistent=False, seq=7, flags=["tasks-truncated"],
@@ -113,3 +114,17 @@ def test_invalid_events_cannot_be_built_or_encoded():
         encode({"schema": "sample"})
     with pytest.raises(SchemaError, match="no event schema for 'vmroc.nope'"):
         decode("vmroc.nope", b"{}")
+
+
+def test_packs_roundtrip_and_fail_as_a_whole():
+    samples = [Sample(guest="g0", ts=i, features={"x": i}, backend="mmap", consistent=True,
+                      seq=i) for i in range(3)]
+    assert decode_pack("vmroc.samples", encode_pack(samples)) == samples
+    assert decode_pack("sample", encode(samples[0])) == samples[:1]     # a single event
+    bad = encode_pack(samples).replace(b'"seq":1', b'"seq":"one"')
+    with pytest.raises(SchemaError, match="pack item 1: sample.seq: expected an integer"):
+        decode_pack("sample", bad)
+    with pytest.raises(SchemaError, match="non-empty array"):
+        decode_pack("sample", b"[]")
+    with pytest.raises(SchemaError, match="expected a JSON object, got list"):
+        decode("sample", encode_pack(samples))

@@ -1,0 +1,180 @@
+"""Throughput of ``sample`` events through vmroc.bus (kafka-python) on one machine.
+
+For each producer setting (batching, compression) it measures, with the real
+encode/decode of vmroc.events included:
+
+- produce: one producer process sending N samples and flushing (acks=all); the
+  samples are built before the clock starts (that is the sampler's cost, not the bus's);
+- end to end: a consumer group member decoding them while they are produced
+  (N / time from the first send to the last receive) and the latency
+  (``send()`` -> decoded by the consumer, from the record's CreateTime), p50 / p99;
+- consume: a second group member reading the same N as a backlog afterwards.
+
+    python3 bench/bench_bus.py [--count 50000] [--features 30] [--json]
+
+Uses VMROC_KAFKA if set (creates consumer groups there, deletes nothing), else
+starts a throw-away embedded broker on free ports and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vmroc import bus                                    # noqa: E402
+from vmroc.events import Sample, encode                  # noqa: E402
+
+SETTINGS = [
+    # name, producer options
+    ("unbatched, none", dict(linger_ms=0, batch_size=16384)),
+    ("batched, none", dict(linger_ms=20, batch_size=256 * 1024)),
+    ("batched, gzip", dict(linger_ms=20, batch_size=256 * 1024, compression_type="gzip")),
+    ("batched, lz4", dict(linger_ms=20, batch_size=256 * 1024, compression_type="lz4")),
+    ("batched, zstd", dict(linger_ms=20, batch_size=256 * 1024, compression_type="zstd")),
+    ("batched, lz4, pack 10", dict(linger_ms=20, batch_size=256 * 1024,
+                                   compression_type="lz4", pack=10)),
+    ("batched, lz4, pack 50", dict(linger_ms=20, batch_size=256 * 1024,
+                                   compression_type="lz4", pack=50)),
+]
+NEEDS = {"lz4": "lz4", "zstd": "zstandard"}
+
+
+def make_sample(i: int, features: int, guests: int) -> Sample:
+    """Like a real sample: mostly integer counters, one in five a float (load, ratio)."""
+    values = {f"feature_{k:02d}": (i * 7919 + k * 104729) % 10_000_000 if k % 5
+              else ((i + k) % 4096) / 2048 for k in range(features)}
+    return Sample(guest=f"bench-g{i % guests:03d}", ts=time.time(), backend="mmap",
+                  consistent=True, seq=i, features=values)
+
+
+def produce(servers: str, options: dict, count: int, features: int, guests: int, out) -> None:
+    """Child process: send ``count`` samples, flush, report (start, end)."""
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    samples = [make_sample(i, features, guests) for i in range(count)]  # sampler's work
+    producer = bus.Producer(servers, **options)
+    start = time.time()
+    for sample in samples:
+        producer.send(sample)
+    producer.flush()
+    end = time.time()
+    producer.close()
+    out.send((start, end))
+
+
+def joined(servers: str, group: str) -> bus.Consumer:
+    """A group member that has its partitions and positions (at the end) already."""
+    consumer = bus.Consumer(bus.SAMPLES, servers, group=group, from_beginning=False)
+    deadline = time.monotonic() + 30
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(0.2)
+    consumer.poll(0.2)
+    return consumer
+
+
+def drain(consumer: bus.Consumer, count: int, timeout: float) -> tuple[float, float, list]:
+    """Poll until ``count`` samples came; returns (start, last receive time, latencies)."""
+    got, first, lat = 0, time.time(), []
+    deadline = time.monotonic() + timeout
+    while got < count and time.monotonic() < deadline:
+        batch = consumer.poll(0.5, max_records=5000)
+        now = time.time()
+        lat += [now - m.timestamp_ms / 1000 for m in batch[::50]]   # Kafka CreateTime
+        got += len(batch)
+        consumer.commit()
+    if got < count:
+        raise SystemExit(f"only {got}/{count} samples arrived within {timeout:.0f} s")
+    return first, time.time(), lat
+
+
+def run_setting(servers: str, name: str, options: dict, args) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    e2e, backlog = joined(servers, f"bench-e2e-{tag}"), joined(servers, f"bench-backlog-{tag}")
+    size = len(encode(make_sample(0, args.features, args.guests)))
+    recv, send = mp.Pipe(duplex=False)
+    child = mp.get_context("fork").Process(
+        target=produce, args=(servers, options, args.count, args.features, args.guests, send))
+    child.start()
+    _, last, lat = drain(e2e, args.count, timeout=300)
+    p_start, p_end = recv.recv()
+    child.join()
+    first_b, last_b, _ = drain(backlog, args.count, timeout=300)
+    e2e.close()
+    backlog.close()
+    lat.sort()
+    mb = args.count * size / 1e6
+    return {"setting": name, "msg_bytes": size,
+            "produce_msg_s": args.count / (p_end - p_start),
+            "produce_MB_s": mb / (p_end - p_start),
+            "e2e_msg_s": args.count / (last - p_start),
+            "e2e_MB_s": mb / (last - p_start),
+            "consume_msg_s": args.count / (last_b - first_b),
+            "consume_MB_s": mb / (last_b - first_b),
+            "latency_p50_ms": 1000 * lat[len(lat) // 2],
+            "latency_p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=50000, help="samples per setting")
+    parser.add_argument("--features", type=int, default=30, help="features per sample")
+    parser.add_argument("--guests", type=int, default=100, help="distinct guests (keys)")
+    parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    args = parser.parse_args()
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+    broker = None
+    servers = os.environ.get("VMROC_KAFKA", "").strip()
+    if not servers:
+        from deploy.broker import Broker
+        from tests.fixtures_broker import free_ports
+        port, cport = free_ports(2)
+        broker = Broker(tempfile.mkdtemp(prefix="vmroc-bench-kafka-"), port=port,
+                        controller_port=cport)
+        t0 = time.monotonic()
+        broker.start(progress=lambda line: print(f"broker: {line}", file=sys.stderr))
+        print(f"broker: Kafka {broker.version} up in {time.monotonic() - t0:.1f} s",
+              file=sys.stderr)
+        servers = broker.bootstrap
+    try:
+        bus.ensure_topics(servers)
+        rows = []
+        for name, options in SETTINGS:
+            codec = options.get("compression_type")
+            if codec in NEEDS and not importlib.util.find_spec(NEEDS[codec]):
+                print(f"skip {name}: pip install {NEEDS[codec]}", file=sys.stderr)
+                continue
+            rows.append(run_setting(servers, name, options, args))
+            print(f"done: {name}", file=sys.stderr)
+    finally:
+        if broker:
+            broker.stop(wipe=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{args.count} samples of {rows[0]['msg_bytes']} bytes ({args.features} features, "
+          f"{args.guests} guests), kafka-python, acks=all, {os.cpu_count()} CPUs")
+    head = ("setting", "produce msg/s", "MB/s", "e2e msg/s", "MB/s", "consume msg/s", "MB/s",
+            "p50 ms", "p99 ms")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print(f"| {r['setting']} | {r['produce_msg_s']:,.0f} | {r['produce_MB_s']:.1f} | "
+              f"{r['e2e_msg_s']:,.0f} | {r['e2e_MB_s']:.1f} | {r['consume_msg_s']:,.0f} | "
+              f"{r['consume_MB_s']:.1f} | {r['latency_p50_ms']:.0f} | "
+              f"{r['latency_p99_ms']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
