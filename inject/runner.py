@@ -184,7 +184,7 @@ class AppliedFault:
             raise
         self.apply_s = time.monotonic() - t0
         self.lease.update(phase="active", state=fx.state)
-        self._record("injected", {"mechanism": self.kind.mechanism, "state": fx.state,
+        self._record("injected", {"mechanism": self.kind.mechanism, "state": _small(fx.state),
                                   "apply_s": round(self.apply_s, 3)}, ts=self.t_start)
         return self
 
@@ -299,6 +299,11 @@ class AppliedFault:
                 "held_s": _r(self.held_s), "recovered": self.recovered,
                 "time_to_recover": _r(self.time_to_recover),
                 "entries": [to_dict(e) for e in self.entries]}
+
+
+def _small(state: dict) -> dict:
+    """The undo state without bulky values (original bytes stay in the lease only)."""
+    return {k: v for k, v in state.items() if len(str(v)) <= 300}
 
 
 def _r(x: float | None) -> float | None:

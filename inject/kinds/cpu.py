@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 from ..errors import ApplyError
@@ -140,13 +141,20 @@ class CpuStall:
 
 
 def _cpu_ops_drop(fx: Fault, ratio: float) -> dict | None:
+    """cpu_ops/s from the last pre-fault line to the newest line, against the baseline."""
     g = fx.guest.name
     before = fx.base_rate(g, "cpu_ops")
+    base = fx.baseline.get(g) or []
     new = fx.since(g)
-    during = rate(new, "cpu_ops") if len(new) >= 3 else None
+    quiet = c.silent_for(fx, g, 3.0)
+    if quiet is not None:  # starved so hard the status loop itself does not run
+        return {"cpu_ops_per_s_before": round(before or 0, 2), "silent_s": quiet}
+    if not base or not new or new[-1]["up"] - base[-1]["up"] < 2.5:
+        return None
+    during = rate([base[-1], new[-1]], "cpu_ops")
     if before and during is not None and during <= ratio * before:
         return {"cpu_ops_per_s_before": round(before, 2),
-                "cpu_ops_per_s_during": round(during, 2)}
+                "cpu_ops_per_s_during": round(during, 2), "status_lines": len(new)}
     return None
 
 
@@ -156,7 +164,8 @@ class CpuThrottle:
     level = "cpu"
     params = (Param("quota_pct", float, 2.0, "percent of one core the vCPU threads may use",
                     min=1, max=100),)
-    effect = "the guest's CPU worker slows: cpu_ops per second at most 60% of baseline"
+    effect = ("the guest's CPU worker slows: cpu_ops per second at most 60% of baseline "
+              "(or no status line at all for 3 s)")
     mechanism = ("vCPU threads moved into a cgroup (v1 `cpu`: cfs_quota_us/cfs_period_us; "
                  "v2: cpu.max); moved back and the cgroup removed on heal")
 
@@ -177,13 +186,29 @@ class CpuThrottle:
             (path / "tasks").write_text(str(tid))
 
     def verify(fx: Fault) -> dict | None:
-        return _cpu_ops_drop(fx, 0.6)
+        out = _cpu_ops_drop(fx, 0.6)
+        if out:
+            try:
+                stat = (Path(fx.state["cgroup"]) / "cpu.stat").read_text().split()
+                out["cgroup_cpu_stat"] = dict(zip(stat[::2], map(int, stat[1::2])))
+            except (OSError, ValueError):
+                pass
+        return out
 
     def teardown(fx: Fault) -> None:
         if fx.state.get("cgroup"):
             path = Path(fx.state["cgroup"])
             if path.exists():
                 _move_back(path, fx.state.get("tids", []))
+
+
+def _schedstat(pid: int, tid: int) -> int | None:
+    """Nanoseconds thread ``tid`` has waited on a run queue (schedstat field 2)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
@@ -196,10 +221,12 @@ class CpuHog:
     params = (Param("hogs", int, 2, "busy host processes on the vCPU's core", min=1, max=16),
               Param("nice", int, -10, "their nice value (negative: they win)", min=-20,
                     max=19))
-    effect = "the guest's CPU worker slows: cpu_ops per second at most 75% of baseline"
+    effect = ("the vCPU thread waits for its core (run-queue delay from schedstat >= "
+              "100 ms/s), or the guest's cpu_ops/s falls to 75% of baseline")
     mechanism = ("vCPU threads pinned to one host core (sched_setaffinity, old mask kept "
-                 "in the lease) and busy-loop processes pinned there with taskset; the "
-                 "hogs stop by themselves after the fault's time bound")
+                 "in the lease) and niced busy-loop processes pinned there with taskset "
+                 "(their autogroup niced too); the hogs stop by themselves after the "
+                 "fault's time bound")
 
     def invoke(fx: Fault) -> None:
         tids = fx.vcpu_tids()
@@ -214,16 +241,30 @@ class CpuHog:
         fx.save()
         for t in tids:
             os.sched_setaffinity(t, {core})
+        fx.state["schedstat"] = {str(t): (time.monotonic(), _schedstat(fx.guest.pid, t) or 0)
+                                 for t in tids}
         bound = fx.spec.duration + fx.kind.window + 5
         for _ in range(fx.params["hogs"]):
-            c.spawn(fx, ["nice", "-n", str(fx.params["nice"]), "taskset", "-c", str(core),
-                         sys.executable, "-c", HOG.format(s=bound)])
+            pid = c.spawn(fx, ["nice", "-n", str(fx.params["nice"]), "taskset", "-c",
+                               str(core), sys.executable, "-c", HOG.format(s=bound)])
+            # with sched_autogroup each session is its own group: nice the group too
+            try:
+                Path(f"/proc/{pid}/autogroup").write_text(str(fx.params["nice"]))
+            except OSError:
+                pass
 
     def verify(fx: Fault) -> dict | None:
-        out = _cpu_ops_drop(fx, 0.75)
+        out = _cpu_ops_drop(fx, 0.75) or {}
+        waits = []
+        for tid, (t0, wait0) in (fx.state.get("schedstat") or {}).items():
+            now = _schedstat(fx.guest.pid, int(tid))
+            if now is not None and time.monotonic() - t0 >= 1.5:
+                waits.append((now - wait0) / 1e6 / (time.monotonic() - t0))
+        if waits and max(waits) >= 100:
+            out["vcpu_run_delay_ms_per_s"] = round(max(waits))
         if out:
             out["core"] = fx.state["core"]
-        return out
+        return out or None
 
     def teardown(fx: Fault) -> None:
         c.kill_spawned(fx)

@@ -5,6 +5,7 @@ I/O throttling, and bytes overwritten in the image file while the guest runs."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 
 from ..errors import ApplyError, TargetError
@@ -125,8 +126,10 @@ class DiskHang:
     params = (Param("iotype", str, "both", "which requests are held",
                     choices=("read", "write", "both")),)
     effect = "a request stays in flight (vda_inflight >= 1) and disk_ok stops advancing"
-    mechanism = ("blkdebug node spliced under `data`; HMP `qemu-io NODE \"break "
-                 "write_aio TAG\"` suspends the next request until `resume TAG`")
+    mechanism = ("blkdebug node spliced under `data`; HMP `qemu-io -d "
+                 "/machine/peripheral/vblk0/virtio-backend \"break write_aio TAG\"` "
+                 "suspends the next request until `resume TAG` (through the device's own "
+                 "backend: a temporary one would drain the node and deadlock)")
     window = 8.0
 
     def invoke(fx: Fault) -> None:
@@ -136,7 +139,7 @@ class DiskHang:
         fx.state["tags"] = tags
         fx.save()
         for t, tag in zip(types, tags):
-            out = fx.hmp(f'qemu-io {node} "break {t}_aio {tag}"')
+            out = fx.hmp(f'qemu-io -d {QOM_BLK.format(dev="vblk0")} "break {t}_aio {tag}"')
             if out.strip():
                 raise ApplyError(f"disk-hang: qemu-io break: {out.strip()}", kind="disk-hang",
                                  guest=fx.guest.name, command="break", reply=out)
@@ -155,9 +158,10 @@ class DiskHang:
         if node and fx.guest.alive():
             names = {n["node-name"] for n in fx.cmd("query-named-block-nodes")}
             if node in names:
+                dev = QOM_BLK.format(dev="vblk0")   # the device's own backend: no drain
                 for tag in fx.state.get("tags", []):
-                    fx.hmp(f'qemu-io {node} "resume {tag}"')
-                    fx.hmp(f'qemu-io {node} "remove_break {tag}"')
+                    fx.hmp(f'qemu-io -d {dev} "remove_break {tag}"')
+                    fx.hmp(f'qemu-io -d {dev} "resume {tag}"')
         _unsplice(fx)
 
 
@@ -200,7 +204,8 @@ class DiskCorrupt:
                     "the worker's 16 MiB area)", min=0),
               Param("length", int, 512, "bytes overwritten with random data", min=1,
                     max=1 << 20))
-    effect = "the guest's disk returns the overwritten bytes (read back through QEMU)"
+    effect = ("the image QEMU serves the guest's disk from holds the overwritten bytes "
+              "(read back; QEMU reads through the host page cache)")
     mechanism = ("pwrite of random bytes into the image file while the guest runs; the "
                  "original bytes are kept in the lease and restored on heal where the "
                  "corruption is still in place")
@@ -236,13 +241,11 @@ class DiskCorrupt:
     def verify(fx: Fault) -> dict | None:
         off = fx.state["offset"]
         new = base64.b64decode(fx.state["new"])
-        n = min(len(new), 64)
-        out = fx.hmp(f'qemu-io data "read -v {off} {n}"')
-        seen = bytes(int(h, 16) for line in out.splitlines() if ":" in line
-                     for h in line.split(":", 1)[1].split()[:16]
-                     if re.fullmatch(r"[0-9a-f]{2}", h))
-        if seen[:n] == new[:n]:
-            return {"offset": off, "bytes": len(new), "read_back_through_qemu": seen[:8].hex()}
+        with open(fx.guest.disk_path, "rb") as f:
+            seen = os.pread(f.fileno(), len(new), off)
+        if seen == new:
+            return {"offset": off, "bytes": len(new), "image_holds_new_bytes": True,
+                    "first_bytes": new[:8].hex()}
         return None
 
     def teardown(fx: Fault) -> None:
