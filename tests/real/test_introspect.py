@@ -184,3 +184,27 @@ def test_stream_marks_a_dead_guest_down_and_goes_on(lab):
     assert stats.samples["g1"] >= 50, stats.to_json()  # g1 kept going throughout
     assert stats.samples["g3"] > killed_at[0] + 5, stats.to_json()  # g3 was picked up again
     assert victim.state() == "running"
+
+
+def test_sample_publish_puts_samples_on_the_bus(lab, broker):
+    """`vmroc sample --publish` streams every guest to vmroc.samples, keyed by guest."""
+    from vmroc.bus import SAMPLES, Consumer
+
+    with Consumer(SAMPLES, group=None, from_beginning=False) as inp:
+        inp.poll(timeout=1.0)  # assigned at the current end: only what follows is read
+        proc = subprocess.run([sys.executable, "-m", "vmroc.cli", "sample", "--lab", lab.name,
+                               "--publish", "--rate", "10", "--count", "5", "--json"],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stderr.strip().splitlines()[-1])
+        assert report["samples"] == {"g1": 5, "g2": 5, "g3": 5}
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 15 and time.monotonic() < deadline:
+            got += inp.poll(timeout=1.0)
+    by_guest = {}
+    for m in got:
+        assert m.key == m.event.guest
+        by_guest.setdefault(m.event.guest, []).append(m.event.seq)
+    assert {g: sorted(s) for g, s in by_guest.items()} == {g: [1, 2, 3, 4, 5]
+                                                           for g in ("g1", "g2", "g3")}
