@@ -46,6 +46,8 @@ SETTINGS = [
                                    compression_type="lz4", pack=10)),
     ("batched, lz4, pack 50", dict(linger_ms=20, batch_size=256 * 1024,
                                    compression_type="lz4", pack=50)),
+    # vmroc.bus defaults (lz4, 10 ms batches) at the target load: 100 guests at 10 Hz
+    ("defaults, paced 1000/s", dict(rate=1000)),
 ]
 NEEDS = {"lz4": "lz4", "zstd": "zstandard"}
 
@@ -62,9 +64,13 @@ def produce(servers: str, options: dict, count: int, features: int, guests: int,
     """Child process: send ``count`` samples, flush, report (start, end)."""
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     samples = [make_sample(i, features, guests) for i in range(count)]  # sampler's work
+    options = dict(options)
+    rate = options.pop("rate", None)
     producer = bus.Producer(servers, **options)
     start = time.time()
-    for sample in samples:
+    for i, sample in enumerate(samples):
+        if rate and i % 10 == 0:
+            time.sleep(max(0.0, start + i / rate - time.time()))
         producer.send(sample)
     producer.flush()
     end = time.time()
@@ -99,26 +105,27 @@ def drain(consumer: bus.Consumer, count: int, timeout: float) -> tuple[float, fl
 
 def run_setting(servers: str, name: str, options: dict, args) -> dict:
     tag = uuid.uuid4().hex[:6]
+    count = min(args.count, 5 * options["rate"]) if "rate" in options else args.count
     e2e, backlog = joined(servers, f"bench-e2e-{tag}"), joined(servers, f"bench-backlog-{tag}")
     size = len(encode(make_sample(0, args.features, args.guests)))
     recv, send = mp.Pipe(duplex=False)
     child = mp.get_context("fork").Process(
-        target=produce, args=(servers, options, args.count, args.features, args.guests, send))
+        target=produce, args=(servers, options, count, args.features, args.guests, send))
     child.start()
-    _, last, lat = drain(e2e, args.count, timeout=300)
+    _, last, lat = drain(e2e, count, timeout=300)
     p_start, p_end = recv.recv()
     child.join()
-    first_b, last_b, _ = drain(backlog, args.count, timeout=300)
+    first_b, last_b, _ = drain(backlog, count, timeout=300)
     e2e.close()
     backlog.close()
     lat.sort()
-    mb = args.count * size / 1e6
+    mb = count * size / 1e6
     return {"setting": name, "msg_bytes": size,
-            "produce_msg_s": args.count / (p_end - p_start),
+            "produce_msg_s": count / (p_end - p_start),
             "produce_MB_s": mb / (p_end - p_start),
-            "e2e_msg_s": args.count / (last - p_start),
+            "e2e_msg_s": count / (last - p_start),
             "e2e_MB_s": mb / (last - p_start),
-            "consume_msg_s": args.count / (last_b - first_b),
+            "consume_msg_s": count / (last_b - first_b),
             "consume_MB_s": mb / (last_b - first_b),
             "latency_p50_ms": 1000 * lat[len(lat) // 2],
             "latency_p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
@@ -132,6 +139,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     args = parser.parse_args()
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    load = os.getloadavg()[0]
 
     broker = None
     servers = os.environ.get("VMROC_KAFKA", "").strip()
@@ -163,7 +171,8 @@ def main() -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{args.count} samples of {rows[0]['msg_bytes']} bytes ({args.features} features, "
-          f"{args.guests} guests), kafka-python, acks=all, {os.cpu_count()} CPUs")
+          f"{args.guests} guests), kafka-python, acks=all, {os.cpu_count()} CPUs, "
+          f"load average at start {load:.1f}")
     head = ("setting", "produce msg/s", "MB/s", "e2e msg/s", "MB/s", "consume msg/s", "MB/s",
             "p50 ms", "p99 ms")
     print("| " + " | ".join(head) + " |")

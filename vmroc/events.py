@@ -291,6 +291,8 @@ def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
         wanted = " or ".join(_name(a) for a in args)
 
         def union(value, path, schema):
+            if value is None and type(None) in args:
+                return value
             for alt in alts:
                 try:
                     return alt(value, path, schema)
@@ -327,9 +329,15 @@ def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
     if origin is dict:
         item = _validator(args[1])
 
+        numbers = args[1] is float         # the hot case (sample features): inline check
+
         def mapping(value, path, schema):
             if not isinstance(value, dict):
                 raise _bad(value, path, schema, "expected an object")
+            if numbers and all(type(k) is str and (type(x) is int or type(x) is float
+                                                   and math.isfinite(x))
+                               for k, x in value.items()):
+                return value
             for k, x in value.items():
                 if type(k) is not str:
                     raise _bad(value, path, schema, "expected string keys")
