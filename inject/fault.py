@@ -100,14 +100,14 @@ class Fault:
     def qmp(self, guest: "Guest | None" = None):
         return (guest or self.guest).qmp()
 
-    def cmd(self, name: str, guest: "Guest | None" = None, **args: Any) -> Any:
+    def cmd(self, command: str, guest: "Guest | None" = None, /, **args: Any) -> Any:
         g = guest or self.guest
         try:
             with g.qmp() as q:
-                return q.cmd(name, **args)
+                return q.cmd(command, **args)
         except GuestError as exc:
             raise ApplyError(f"{self.kind.name} on {g.name}: {exc}", kind=self.kind.name,
-                             guest=g.name, command={name: args}, reply=str(exc)) from exc
+                             guest=g.name, command={command: args}, reply=str(exc)) from exc
 
     def hmp(self, line: str, guest: "Guest | None" = None) -> str:
         return self.cmd("human-monitor-command", guest, **{"command-line": line}) or ""

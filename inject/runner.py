@@ -421,8 +421,8 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
         else:
             kind.teardown(fx)
         out["healed"] = True
-    except (InjectError, VmrocError, KeyError) as exc:
-        out["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad lease must not stop the others
+        out["error"] = f"{type(exc).__name__}: {exc}"
         say(f"{lease.fault_id}: heal failed: {exc}")
         return out
     say(f"{lease.fault_id}: {kind.name} on {','.join(spec.guests)} reverted")
