@@ -190,8 +190,8 @@ class AppliedFault:
 
     def check(self) -> bool:
         """One verification attempt; records ``effect-observed`` the first time."""
-        if self.effective:
-            return True
+        if self.effective is not None:
+            return self.effective
         if self.runstate != "active" or self._torn_down:
             return False
         try:

@@ -1,0 +1,298 @@
+"""Injector framework without guests: specs, registry, ledger, leases, runner, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from inject import (FaultSpec, InjectError, Ledger, SpecError, Target, all_kinds, get_kind,
+                    parse_duration)
+from inject.fault import Fault
+from inject.lease import Lease, heal, leases
+from inject.ledger import event
+from inject.registry import KINDS, Param, register, resolve_params
+from inject.runner import AppliedFault, raising_signals
+
+
+# -- specs ------------------------------------------------------------------------------
+def test_spec_round_trips_json_and_yaml():
+    spec = FaultSpec("disk-eio", Target(("g1", "g2"), device="vda", addr=(4096, 512)),
+                     {"iotype": "write", "rate": 10.5}, duration="1500ms", seed=7)
+    assert spec.duration == 1.5
+    assert FaultSpec.from_json(spec.to_json()) == spec
+    assert FaultSpec.from_yaml(spec.to_yaml()) == spec
+    assert FaultSpec.from_dict(spec.to_dict()) == spec
+    assert hash(spec) == hash(FaultSpec.from_json(spec.to_json()))
+
+
+def test_spec_is_immutable_and_validated():
+    spec = FaultSpec("net-drop", ["g1"], {"loss": 5})
+    with pytest.raises(AttributeError):
+        spec.kind = "x"
+    with pytest.raises(TypeError):
+        spec.params["loss"] = 10
+    for bad in ("NetDrop", "net_drop", "-x", ""):
+        with pytest.raises(SpecError):
+            FaultSpec(bad)
+    with pytest.raises(SpecError, match="duration"):
+        FaultSpec("net-drop", duration="soon")
+    with pytest.raises(SpecError, match="unknown spec field"):
+        FaultSpec.from_dict({"kind": "net-drop", "when": 3})
+    with pytest.raises(SpecError, match="addr"):
+        Target(("g1",), addr=(-1, 5))
+    assert FaultSpec.from_yaml("kind: net-drop\ntarget: {guests: [g1, g2]}\n").guests == ("g1", "g2")
+
+
+@pytest.mark.parametrize("text,seconds", [("10", 10), ("10s", 10), ("500ms", 0.5),
+                                          ("2m", 120), (3, 3)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+# -- registry ----------------------------------------------------------------------------
+def test_registry_has_twenty_kinds_over_five_levels():
+    kinds = all_kinds()
+    assert len(kinds) >= 20
+    assert {k.level for k in kinds} == {"cpu", "memory", "disk", "network", "cluster"}
+    for k in kinds:
+        d = k.describe()
+        json.dumps(d)
+        assert d["effect"] and d["mechanism"]
+        assert callable(k.invoke) and callable(k.teardown) and callable(k.verify)
+    for name in ("cpu-mce", "cpu-nmi", "cpu-stall", "cpu-throttle", "cpu-hog", "mem-bitflip",
+                 "mem-mce", "mem-pressure", "disk-eio", "disk-slow", "disk-hang",
+                 "disk-corrupt", "net-drop", "net-corrupt", "net-delay", "net-slow",
+                 "net-link-down", "net-flood", "guest-suspend", "guest-crash",
+                 "guest-reboot", "net-partition", "bridge-down"):
+        assert get_kind(name).name == name
+
+
+def test_params_are_typed_and_checked():
+    k = get_kind("disk-eio")
+    assert resolve_params(k, {"sector": "0x10", "iotype": "read"})["sector"] == 16
+    assert resolve_params(k, {})["errno"] == 5
+    with pytest.raises(SpecError, match="unknown parameter 'bogus'"):
+        resolve_params(k, {"bogus": 1})
+    with pytest.raises(SpecError, match="one of read, write, both"):
+        resolve_params(k, {"iotype": "sideways"})
+    with pytest.raises(SpecError, match="maximum 100"):
+        resolve_params(get_kind("net-drop"), {"loss": "150"})
+    with pytest.raises(SpecError, match="integer"):
+        resolve_params(k, {"sector": "many"})
+    with pytest.raises(SpecError, match="unknown fault kind 'disk-melt'"):
+        get_kind("disk-melt")
+    assert Param("x", bool, False, "").coerce("yes", "k") is True
+
+
+# -- ledger ------------------------------------------------------------------------------
+class FakeFuture:
+    def __init__(self, fail):
+        self.fail = fail
+
+    def get(self, timeout=None):
+        if self.fail:
+            raise RuntimeError("broker down")
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent, self.fail = [], False
+
+    def send(self, ev):
+        if not self.fail:
+            self.sent.append(ev)
+        return FakeFuture(self.fail)
+
+    def close(self, timeout=None):
+        pass
+
+
+def _ev(phase="injected", fid="f-1"):
+    return event(fid, "net-drop", "network", phase, {"guests": ["g1"]}, {"loss": 5},
+                 {"why": (1, 2)})
+
+
+def test_ledger_writes_jsonl_first_and_resends_later(tmp_path):
+    prod = FakeProducer()
+    prod.fail = True
+    led = Ledger(tmp_path / "l.jsonl", producer=prod)
+    led.record(_ev())
+    led._down_until = 0
+    led.record(_ev("recovered"))
+    assert led.pending() == 2 and prod.sent == []
+    lines = (tmp_path / "l.jsonl").read_text().splitlines()
+    assert [json.loads(x)["phase"] for x in lines] == ["injected", "recovered"]
+    assert json.loads(lines[0])["evidence"] == {"why": [1, 2]}
+    prod.fail = False
+    led._down_until = 0
+    assert led.flush() == 2
+    assert led.pending() == 0 and [e.phase for e in prod.sent] == ["injected", "recovered"]
+    # a later ledger on the same file does not resend
+    prod2 = FakeProducer()
+    assert Ledger(tmp_path / "l.jsonl", producer=prod2).flush() == 0
+    assert [e.phase for e in Ledger(tmp_path / "l.jsonl", kafka=False).events("f-1")] == \
+        ["injected", "recovered"]
+
+
+def test_ledger_without_kafka_keeps_everything_local(tmp_path):
+    led = Ledger(tmp_path / "l.jsonl", kafka=False)
+    led.record(_ev())
+    assert led.pending() == 1 and led.flush() == 0
+
+
+# -- a fake kind to drive the runner -----------------------------------------------------
+APPLIED: dict[str, bool] = {}
+
+
+@register
+class FakeKind:
+    name = "test-fake"
+    level = "cpu"
+    params = (Param("fail", str, "none", "where to fail", choices=("none", "invoke", "verify")),)
+    effect = "the fake flag is set"
+    mechanism = "a dict entry"
+    window = 0.5
+    recover_timeout = 1
+
+    def invoke(fx):
+        fx.state["flag"] = fx.id
+        fx.save()
+        APPLIED[fx.id] = True
+        if fx.params["fail"] == "invoke":
+            raise InjectError("invoke failed on purpose")
+
+    def verify(fx):
+        return {"flag": fx.id} if APPLIED.get(fx.id) else None
+
+    def teardown(fx):
+        APPLIED.pop(fx.state.get("flag"), None)
+
+
+class FakeGuest:
+    def __init__(self, name, tmp):
+        self.name, self.ip, self.config = name, "10.77.0.11", {"peer": ""}
+        self.serial_path = tmp / f"{name}.serial"
+
+    def status_lines(self):
+        return []
+
+    def alive(self):
+        return True
+
+    def state(self):
+        return "running"
+
+
+class FakeLab:
+    name = "fake"
+    is_up = True
+    state = {"net": "tap"}
+
+    def __init__(self, tmp):
+        self.guests = [FakeGuest("g1", tmp)]
+
+    def guest(self, name):
+        for g in self.guests:
+            if g.name == name:
+                return g
+        raise InjectError(f"unknown guest {name}")
+
+
+def _fault(tmp_path, **params):
+    spec = FaultSpec("test-fake", ["g1"], params, duration=0.2)
+    kind = KINDS["test-fake"]
+    lab = FakeLab(tmp_path)
+    fx = Fault(f"test-fake-{time.time_ns()}", spec, kind, resolve_params(kind, spec.params), lab)
+    return AppliedFault(fx, Ledger(tmp_path / "l.jsonl", kafka=False), lease_dir=tmp_path)
+
+
+def test_runner_applies_verifies_and_reverts(tmp_path):
+    f = _fault(tmp_path)
+    with f:
+        assert APPLIED.get(f.id)
+        assert (tmp_path / f"{f.id}.json").exists()          # lease while active
+        f.hold()
+    assert f.id not in APPLIED and not (tmp_path / f"{f.id}.json").exists()
+    assert f.effective and [e.phase for e in f.entries] == \
+        ["injected", "effect-observed", "recovered"]
+    f.stop()                                                 # idempotent
+    assert len(f.entries) == 3
+    assert f.result()["effective"] is True
+
+
+def test_runner_reverts_on_exception_and_on_failed_invoke(tmp_path):
+    f = _fault(tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        with f:
+            1 / 0
+    assert f.id not in APPLIED and f.runstate == "stopped"
+    g = _fault(tmp_path, fail="invoke")
+    with pytest.raises(InjectError, match="on purpose"):
+        g.start()
+    assert g.id not in APPLIED
+    assert [e.phase for e in g.entries] == ["injected", "ineffective", "recovered"]
+    assert list(tmp_path.glob("test-fake-*.json")) == []
+
+
+def test_runner_reverts_on_sigterm(tmp_path):
+    f = _fault(tmp_path)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(KeyboardInterrupt):
+        with raising_signals():
+            with f:
+                f.hold(duration=30)
+    assert f.id not in APPLIED and f.runstate == "stopped"
+
+
+def test_heal_reverts_leases_of_dead_owners_only(tmp_path):
+    f = _fault(tmp_path)
+    f.start()
+    assert APPLIED.get(f.id)
+    assert heal(directory=tmp_path, ledger=f.ledger) == []    # owner (we) alive: left alone
+    lease = Lease.load(tmp_path / f"{f.id}.json")
+    lease.update(owner_pid=999999999)                          # the injector was killed
+    done = heal(directory=tmp_path, ledger=f.ledger)
+    assert done and done[0]["fault_id"] == f.id
+    # FakeLab is not a deploy.Lab: heal rebuilds Lab("fake"), which is not up
+    assert f.id not in APPLIED or done[0]["healed"]
+    assert leases(tmp_path) == [] or not done[0]["healed"]
+
+
+# -- CLI ---------------------------------------------------------------------------------
+def vmroc(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "vmroc.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def test_cli_list_json_comes_from_the_registry():
+    proc = vmroc("inject", "list", "--json")
+    assert proc.returncode == 0
+    kinds = {k["kind"]: k for k in json.loads(proc.stdout)}
+    assert len(kinds) >= 20 and kinds["disk-eio"]["level"] == "disk"
+    assert "iotype" in [p["name"] for p in kinds["disk-eio"]["params"]]
+    assert "net-drop" in vmroc("inject", "list").stdout
+    assert "Expected effect" in vmroc("inject", "net-drop", "--help").stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["net-drop", "--name", "nolab", "-g", "g1", "-p", "loss=500"], "SpecError: net-drop: bad value"),
+    (["net-drop", "--name", "nolab", "-g", "g1", "-p", "nope=1"], "unknown parameter 'nope'"),
+    (["net-drop", "--name", "nolab", "-g", "g1", "-p", "junk"], "use KEY=VALUE"),
+    (["net-drop", "--name", "nolab", "-g", "g1"], "TargetError: lab nolab is not up"),
+    (["net-drop", "--name", "nolab"], "needs exactly 1 target guest"),
+    (["mem-mce", "--name", "nolab", "-g", "g1", "--addr", "zz"], "bad --addr"),
+])
+def test_cli_bad_input_is_one_line(args, message, tmp_path):
+    proc = vmroc("inject", *args, env={"VMROC_LEDGER": str(tmp_path / "l.jsonl"),
+                                       "VMROC_LEASES": str(tmp_path)})
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert list(tmp_path.glob("*.json")) == []                 # nothing applied
