@@ -230,8 +230,10 @@ class Broker:
             for line in proc.stdout:
                 line = _ANSI.sub("", line).rstrip()
                 tail = (tail + [line])[-30:]
-                if line.startswith(("Downloaded from", "[INFO] Copying")):
-                    say(line.replace("[INFO] ", ""))
+                text = line.removeprefix("[INFO] ")
+                if text.startswith("Downloaded from") and ".jar (" in text \
+                        or text.startswith("Copying"):
+                    say(text)
             rc = proc.wait()
             jars = list(tmp.glob("kafka_2.13-*.jar"))
             if rc != 0 or not jars:

@@ -18,6 +18,12 @@ from deploy.broker import Broker, BrokerError
 from vmroc import bus
 
 
+def pytest_configure(config):
+    """No test may start a detached broker through ``bus.bootstrap()`` (it would outlive
+    the session): a test that needs Kafka asks for the ``broker`` fixture."""
+    os.environ["VMROC_KAFKA_AUTOSTART"] = "0"
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on 127.0.0.1 right now."""
     socks = [socket.socket() for _ in range(n)]

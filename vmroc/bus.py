@@ -83,7 +83,8 @@ class DeadLetter:
 
 def bootstrap(start: bool = True) -> str:
     """Bootstrap servers: ``VMROC_KAFKA`` if set (never starts anything), else the
-    embedded broker, started if it is not running and ``start`` is true."""
+    embedded broker, started if it is not running and ``start`` is true (and
+    ``VMROC_KAFKA_AUTOSTART`` is not ``0``, as in the test suite)."""
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if servers:
         return servers
@@ -91,9 +92,10 @@ def bootstrap(start: bool = True) -> str:
 
     broker = Broker()
     if broker.pid() is None:
-        if not start:
+        if not start or os.environ.get("VMROC_KAFKA_AUTOSTART") == "0":
             raise BusError("no Kafka broker: start one with `vmroc broker up` or point "
-                           "vmroc at a cluster with VMROC_KAFKA=host:port")
+                           "vmroc at a cluster with VMROC_KAFKA=host:port (in tests: use "
+                           "the `broker` fixture)")
         log.warning("starting the embedded Kafka broker at %s", broker.bootstrap)
         broker.start()
     return broker.bootstrap

@@ -337,3 +337,12 @@ def test_unreachable_broker_is_one_line():
     out = vmroc("tail", "samples", env=env)
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("BusError: Kafka at")
+
+
+def test_bootstrap_uses_the_session_broker_and_never_starts_one(broker, monkeypatch, tmp_path):
+    assert bus.bootstrap() == broker.bootstrap                   # VMROC_KAFKA from the fixture
+    monkeypatch.delenv("VMROC_KAFKA")
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    with pytest.raises(bus.BusError, match="vmroc broker up.*VMROC_KAFKA"):
+        bus.bootstrap()                                          # VMROC_KAFKA_AUTOSTART=0
+    assert not Broker().status().running
