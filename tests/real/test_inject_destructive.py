@@ -1,0 +1,44 @@
+"""Destructive fault kinds on a small lab of their own ("tinj", 2 guests): the QEMU
+process killed and relaunched, the guest reset, kernel memory flipped, the bridge
+removed. Each must be observed and the lab must come back."""
+
+from __future__ import annotations
+
+import pytest
+
+from inject import FaultSpec, Ledger, run
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def tlab():
+    from deploy import Lab
+    Lab("tinj").down()
+    lab = Lab.up(2, name="tinj", ram_mb=160, accel="tcg")
+    try:
+        for g in lab.guests:
+            g.wait_for_status(120, where=lambda s: s["http_ok"] >= 2)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.mark.parametrize("kind,guests,params,duration", [
+    ("guest-crash", ["g2"], {}, 2),
+    ("guest-reboot", ["g2"], {}, 0),
+    ("mem-bitflip", ["g2"], {"mode": "kernel", "count": 4}, 0),
+    ("bridge-down", [], {}, 3),
+])
+def test_destructive_kind(tlab, kind, guests, params, duration, tmp_path):
+    ledger = Ledger(tmp_path / "ledger.jsonl", kafka=False)
+    fault = run(FaultSpec(kind, guests, params, duration=duration, seed=3), tlab, ledger)
+    r = fault.result()
+    assert r["effective"], r["evidence"]
+    assert [e["phase"] for e in r["entries"]] == ["injected", "effect-observed", "recovered"]
+    assert r["recovered"], fault.recovery
+    for g in tlab.guests:
+        assert g.state() == "running"
+        last = g.last_status()
+        g.wait_for_status(60, where=lambda s: s["http_ok"] > last["http_ok"]
+                          and s["disk_ok"] > last["disk_ok"])
