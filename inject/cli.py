@@ -38,6 +38,15 @@ def register(subparsers) -> None:
         description="Apply one fault to running lab guests, verify its effect, revert it, "
                     "and record everything in the fault ledger (vmroc.faults + JSONL).")
     sub = inject.add_subparsers(dest="inject_command", metavar="KIND|list|heal")
+
+    def one_line_error(message: str) -> None:  # e.g. an unknown kind: one line, exit 1
+        if "invalid choice" in message:
+            bad = message.split("invalid choice: ", 1)[-1].split(" (", 1)[0]
+            message = (f"unknown fault kind {bad}; see `vmroc inject list` "
+                       f"({len(all_kinds())} kinds)")
+        print(f"SpecError: {message}", file=sys.stderr)
+        sys.exit(1)
+    inject.error = one_line_error
     inject.set_defaults(func=lambda args: (inject.print_help(), 2)[1])
 
     ls = sub.add_parser("list", help="fault kinds with level, parameters, expected effect")

@@ -288,6 +288,7 @@ def test_cli_list_json_comes_from_the_registry():
     (["net-drop", "--name", "nolab", "-g", "g1"], "TargetError: lab nolab is not up"),
     (["net-drop", "--name", "nolab"], "needs exactly 1 target guest"),
     (["mem-mce", "--name", "nolab", "-g", "g1", "--addr", "zz"], "bad --addr"),
+    (["disk-melt", "-g", "g1"], "SpecError: unknown fault kind 'disk-melt'"),
 ])
 def test_cli_bad_input_is_one_line(args, message, tmp_path):
     proc = vmroc("inject", *args, env={"VMROC_LEDGER": str(tmp_path / "l.jsonl"),
