@@ -84,22 +84,28 @@ def joined(servers: str, group: str) -> bus.Consumer:
     deadline = time.monotonic() + 30
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(0.2)
+    if not consumer.assignment():
+        raise SystemExit(f"consumer group {group} got no partitions within 30 s")
     consumer.poll(0.2)
     return consumer
 
 
-def drain(consumer: bus.Consumer, count: int, timeout: float) -> tuple[float, float, list]:
+def drain(consumer: bus.Consumer, count: int, timeout: float,
+          producer: mp.Process | None = None) -> tuple[float, float, list]:
     """Poll until ``count`` samples came; returns (start, last receive time, latencies)."""
     got, first, lat = 0, time.time(), []
     deadline = time.monotonic() + timeout
     while got < count and time.monotonic() < deadline:
+        if producer is not None and producer.exitcode:
+            raise SystemExit(f"the producer process failed (exit {producer.exitcode})")
         batch = consumer.poll(0.5, max_records=5000)
         now = time.time()
         lat += [now - m.timestamp_ms / 1000 for m in batch[::50]]   # Kafka CreateTime
         got += len(batch)
         consumer.commit()
     if got < count:
-        raise SystemExit(f"only {got}/{count} samples arrived within {timeout:.0f} s")
+        raise SystemExit(f"only {got}/{count} samples arrived within {timeout:.0f} s "
+                         f"(dead letters: {consumer.stats['dead']})")
     return first, time.time(), lat
 
 
@@ -112,10 +118,10 @@ def run_setting(servers: str, name: str, options: dict, args) -> dict:
     child = mp.get_context("fork").Process(
         target=produce, args=(servers, options, count, args.features, args.guests, send))
     child.start()
-    _, last, lat = drain(e2e, count, timeout=300)
+    _, last, lat = drain(e2e, count, timeout=120, producer=child)
     p_start, p_end = recv.recv()
     child.join()
-    first_b, last_b, _ = drain(backlog, count, timeout=300)
+    first_b, last_b, _ = drain(backlog, count, timeout=120)
     e2e.close()
     backlog.close()
     lat.sort()
