@@ -45,7 +45,7 @@ DEFAULT_SAMPLES_PARTITIONS = 4
 # broker restart (kafka-python's default backoff grows to 30 s).
 _CLIENT = dict(reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000, retry_backoff_ms=100)
 _ensured: set[str] = set()
-# lz4 (a vmroc dependency) roughly doubles kafka-python's rate; plain if it is missing.
+# lz4 (a vmroc dependency) is cheap compression; plain if it is missing.
 _COMPRESSION = "lz4" if importlib.util.find_spec("lz4") else None
 
 
