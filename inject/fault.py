@@ -139,7 +139,7 @@ class Fault:
     def mark(self) -> None:
         """Remember the baseline: recent status lines and the end of each serial log."""
         for g in self.lab.guests:
-            self.baseline[g.name] = g.status_lines()[-6:]
+            self.baseline[g.name] = g.status_lines()[-16:]
             self.marks[g.name] = SerialMark(g.serial_path)
 
     def since(self, guest: str) -> list[StatusLine]:
@@ -150,8 +150,13 @@ class Fault:
         """Serial text (kernel messages included) since the fault was invoked."""
         return self.marks[guest].text() if guest in self.marks else ""
 
-    def base_rate(self, guest: str, key: str) -> float | None:
-        return rate(self.baseline.get(guest, []), key)
+    def base_rate(self, guest: str, key: str, q: float = 0.5) -> float | None:
+        """Pre-fault rate of ``key``: quantile ``q`` (median by default) of the rates
+        between consecutive lines of the last ~15 s, so a burst left by an earlier fault
+        does not set the baseline (use a low ``q`` for effects that raise a rate)."""
+        lines = self.baseline.get(guest, [])
+        rates = sorted(r for a, b in zip(lines, lines[1:]) if (r := rate([a, b], key)) is not None)
+        return rates[min(len(rates) - 1, int(q * len(rates)))] if rates else None
 
     def delta(self, guest: str, key: str) -> float | None:
         """How much ``key`` grew from the last baseline line to the newest line."""

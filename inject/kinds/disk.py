@@ -183,7 +183,7 @@ class DiskSlow:
 
     def verify(fx: Fault) -> dict | None:
         g = fx.guest.name
-        before = fx.base_rate(g, "vda_ioms") or 0
+        before = fx.base_rate(g, "vda_ioms", q=0.25) or 0
         new = fx.since(g)
         during = rate(new, "vda_ioms") if len(new) >= 2 else None
         if during is not None and during >= max(3 * before, 300):

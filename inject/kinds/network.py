@@ -185,7 +185,7 @@ class NetFlood:
 
     def verify(fx: Fault) -> dict | None:
         g = fx.guest.name
-        before = fx.base_rate(g, "eth0_rxp") or 0
+        before = fx.base_rate(g, "eth0_rxp", q=0.25) or 0
         new = fx.since(g)
         during = rate(new, "eth0_rxp") if len(new) >= 2 else None
         if during is not None and during >= max(5 * before, 100):
