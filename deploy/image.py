@@ -224,8 +224,5 @@ def _build_initramfs(kdir: Path, order: list[str], modules: dict[str, Path],
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wb", compresslevel=6) as f:
         f.write(cpio.finish())
-    os.replace(tmp, path)
-    for old in kdir.glob("initramfs-*.cpio.gz"):
-        if old != path:
-            old.unlink()
+    os.replace(tmp, path)  # older initramfs files stay: running labs relaunch from them
     return path

@@ -33,7 +33,7 @@ class QMP:
             raise GuestError(f"guest {guest}: QMP socket {path} does not answer ({exc}); "
                              "is the guest running? see `vmroc lab status`", guest) from exc
 
-    def cmd(self, name: str, **args: Any) -> Any:
+    def cmd(self, name: str, /, **args: Any) -> Any:
         """Run a QMP command and return its ``return`` value."""
         try:
             reply = self._proto.cmd_raw(name, args or None)
