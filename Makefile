@@ -8,8 +8,7 @@ setup:
 	$(PYTHON) -m vmroc.cli image build --kernel-flavour all
 
 demo: setup
-	$(PYTHON) -m vmroc.cli lab up --guests 3
-	$(PYTHON) -m vmroc.cli lab status
+	PYTHON=$(PYTHON) bash deploy/demo.sh
 
 test: setup
 	$(PYTHON) -m pytest tests

@@ -78,7 +78,8 @@ def cmd_sample(args) -> int:
         from vmroc.bus import Producer
         producer = Producer()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background
+        signal.signal(sig, lambda *_: stop.set())
 
     def handle(sample) -> None:
         if producer is not None:
