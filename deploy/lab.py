@@ -163,7 +163,11 @@ class Guest:
                 f.truncate(Path(self.config["disk"]).stat().st_size)
         cmd = self.lab.netns_prefix() + self.qemu_command()
         self.log.info("launching: %s", " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except FileNotFoundError as exc:
+            raise GuestError(f"guest {self.name}: {cmd[0]} not found; install qemu-system-x86 "
+                             "with `bash deploy/setup.sh`", self.name) from exc
         if proc.returncode != 0:
             err = (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
             raise GuestError(f"guest {self.name}: QEMU failed to start: {err}", self.name)
