@@ -85,7 +85,7 @@ def read_tasks(k: GuestKernel, top: int = 5) -> tuple[dict[str, float], list[dic
             file_, anon, _swap, shmem = k.u64s(mm + o_rss, 4)
             rss = sum(v for v in (file_, anon, shmem) if v < 1 << 62)
         tasks.append({
-            "pid": pid, "tgid": tgid, "ppid": k.s32(parent + o_tgid) if parent else 0,
+            "address": t, "pid": pid, "tgid": tgid, "ppid": k.s32(parent + o_tgid) if parent else 0,
             "comm": k.cstring(t + o_comm, 16),
             "state": task_state(state, exit_state),
             "kthread": bool(flags & PF_KTHREAD),

@@ -68,14 +68,42 @@ def _kernel_data_range(fx: Fault) -> tuple[int, int]:
     return start, 4 * MIB
 
 
+def _process_pages(fx: Fault) -> list[tuple[int, int]]:
+    """(vaddr, paddr) of the target process's present user pages, read from outside."""
+    from introspect.errors import IntrospectError
+    from introspect.kernel import GuestKernel
+    from introspect.procmem import user_pages
+    from introspect.sampler import symbols_for
+    from introspect.symbols import SymbolTable
+
+    comm = fx.params["process"]
+    try:
+        k = GuestKernel(fx.guest.ram_path, SymbolTable.load(symbols_for(fx.guest).isf),
+                        fx.guest.name)
+        try:
+            pages = user_pages(k, comm)
+        finally:
+            k.close()
+    except IntrospectError as exc:
+        raise TargetError(f"mem-bitflip: {exc}", kind="mem-bitflip",
+                          guest=fx.guest.name) from exc
+    if not pages:
+        raise TargetError(f"mem-bitflip: process {comm} on {fx.guest.name} has no present "
+                          "pages", kind="mem-bitflip", guest=fx.guest.name)
+    fx.state["process"] = comm
+    return pages
+
+
 @register
 class MemBitflip:
     name = "mem-bitflip"
     level = "memory"
     params = (Param("mode", str, "random", "where: random (anywhere in RAM or in the target "
-                    "address range) or kernel (the kernel's .data, found via VMCOREINFO)",
-                    choices=("random", "kernel")),
-              Param("count", int, 1, "bits to flip", min=1, max=100000))
+                    "address range), kernel (the kernel's .data, found via VMCOREINFO) or "
+                    "process (the pages of the process named by `process`, found by walking "
+                    "its page tables from outside)", choices=("random", "kernel", "process")),
+              Param("count", int, 1, "bits to flip", min=1, max=100000),
+              Param("process", str, "httpd", "with mode=process: the process name (comm)"))
     effect = ("the flipped bits are in guest RAM (read back through the RAM file); any "
               "guest reaction (Oops, segfault, panic) is added to the evidence")
     mechanism = ("pwrite into the shared RAM file (guest physical memory, offset == "
@@ -97,15 +125,25 @@ class MemBitflip:
             _check_range(fx, 0, 1, "address")
 
     def invoke(fx: Fault) -> None:
-        if fx.params["mode"] == "kernel":
-            start, length = _kernel_data_range(fx)
-        elif fx.spec.target.addr is not None:
-            start, length = fx.spec.target.addr
-        else:
-            start, length = 0, _ram_bytes(fx)
         flips = []
-        for _ in range(fx.params["count"]):
-            flips.append([fx.rng.randrange(start, start + length), fx.rng.randrange(8)])
+        if fx.params["mode"] == "process":
+            pages = _process_pages(fx)
+            start = min(p for _, p in pages)
+            length = max(p for _, p in pages) + 4096 - start
+            for _ in range(fx.params["count"]):
+                vaddr, paddr = fx.rng.choice(pages)
+                offset = fx.rng.randrange(4096)
+                flips.append([paddr + offset, fx.rng.randrange(8)])
+                fx.state.setdefault("vaddrs", []).append(hex(vaddr + offset))
+        else:
+            if fx.params["mode"] == "kernel":
+                start, length = _kernel_data_range(fx)
+            elif fx.spec.target.addr is not None:
+                start, length = fx.spec.target.addr
+            else:
+                start, length = 0, _ram_bytes(fx)
+            for _ in range(fx.params["count"]):
+                flips.append([fx.rng.randrange(start, start + length), fx.rng.randrange(8)])
         with open(fx.guest.ram_path, "r+b") as f:
             for flip in flips:
                 f.seek(flip[0])
@@ -130,6 +168,8 @@ class MemBitflip:
         trouble = [s.strip() for s in GUEST_TROUBLE.findall(fx.log_since(fx.guest.name))]
         out = {"flips": len(flips), "read_back_flipped": landed,
                "range": [hex(x) for x in fx.state["range"]],
+               **({"process": fx.state["process"], "vaddrs": fx.state["vaddrs"][:3]}
+                  if "process" in fx.state else {}),
                "first": [{"addr": hex(a), "bit": b} for a, b, _ in flips[:3]],
                "guest_reaction": trouble[:3]}
         return out

@@ -42,3 +42,32 @@ def test_destructive_kind(tlab, kind, guests, params, duration, tmp_path):
         last = g.last_status()
         g.wait_for_status(60, where=lambda s: s["http_ok"] > last["http_ok"]
                           and s["disk_ok"] > last["disk_ok"])
+
+
+def test_bitflip_in_a_named_process(tlab, tmp_path):
+    """mode=process: the flips land in httpd's own pages, found from outside by walking
+    its page tables; the evidence names the process and its virtual addresses."""
+    from introspect.kernel import GuestKernel
+    from introspect.procmem import user_pages
+    from introspect.sampler import symbols_for
+    from introspect.symbols import SymbolTable
+
+    g = tlab.guest("g2")
+    ledger = Ledger(tmp_path / "ledger.jsonl", kafka=False)
+    fault = run(FaultSpec("mem-bitflip", ["g2"], {"mode": "process", "process": "httpd",
+                                                   "count": 1}, duration=0, seed=5),
+                tlab, ledger)
+    r = fault.result()
+    assert r["effective"], r["evidence"]
+    assert r["evidence"]["process"] == "httpd" and r["evidence"]["read_back_flipped"] == 1
+    flipped = int(r["evidence"]["first"][0]["addr"], 16)
+    k = GuestKernel(g.ram_path, SymbolTable.load(symbols_for(g).isf), g.name)
+    try:
+        frames = {p for _, p in user_pages(k, "httpd")}
+    finally:
+        k.close()
+    assert flipped & ~0xFFF in frames  # the physical page belongs to httpd
+    if not r["recovered"]:  # one bit in httpd may kill it: give the next tests a whole lab
+        with g.qmp() as qmp:
+            qmp.cmd("system_reset")
+        g.wait_for_status(120, where=lambda s: s["up"] < 30 and s["http_ok"] >= 1)
