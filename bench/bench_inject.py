@@ -32,7 +32,10 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    lab = Lab(args.lab)
+    booted = not Lab(args.lab).is_up
+    lab = Lab.up(2, name=args.lab, accel="tcg")  # boots the bench lab unless it is up
+    for g in lab.guests:
+        g.wait_for_status(120, where=lambda s: s["http_ok"] >= 2)
     ledger = Ledger("/tmp/bench-inject-ledger.jsonl", kafka=False)
     wanted = [k for k in args.kinds.split(",") if k]
     rows = []
@@ -52,6 +55,7 @@ def main() -> int:
                 res.append({"effective": False, "error": str(exc)})
             print(f"{kind.name} try {i + 1}: effective={res[-1].get('effective')} "
                   f"recover={res[-1].get('time_to_recover')} "
+                  f"{res[-1].get('error', '')} "
                   f"({time.monotonic() - t0:.1f}s)", file=sys.stderr, flush=True)
         eff = sum(bool(r.get("effective")) for r in res)
         ap = [r["apply_s"] for r in res if r.get("apply_s") is not None]
@@ -62,6 +66,8 @@ def main() -> int:
                      "recover_s": round(statistics.median(rec), 2) if rec else None,
                      "recovered": sum(bool(r.get("recovered")) for r in res)})
     ledger.close()
+    if booted:
+        lab.down()
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
