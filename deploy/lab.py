@@ -110,6 +110,13 @@ class Guest:
                              self.name)
         return QMP(self.qmp_path, self.name, timeout)
 
+    def event_monitor(self, timeout: float = 10.0) -> QMP:
+        """A QMP client on the guest's second socket, kept free for listening to events
+        (``GUEST_PANICKED``, ``STOP``...) while ``qmp()`` sends commands."""
+        if not self.alive():
+            raise GuestError(f"guest {self.name} is dead (no QEMU process)", self.name)
+        return QMP(self.qmp_events_path, self.name, timeout)
+
     def state(self) -> str:
         """QMP run state (running, paused, guest-panicked, shutdown, ...) or ``dead``."""
         if not self.alive():

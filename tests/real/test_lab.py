@@ -141,3 +141,26 @@ def test_socket_network_fallback_when_namespaces_are_not_used(monkeypatch):
     finally:
         lab.down()
     assert leftovers("tsock", [], []) == []
+
+
+def test_guest_panic_is_a_qmp_event_and_a_state_not_a_reboot():
+    """A fatal machine check panics the guest kernel: pvpanic reports it, QEMU pauses."""
+    lab = Lab.up(1, name="tpanic", ram_mb=128, accel="tcg")
+    try:
+        g = lab.guests[0]
+        g.wait_for_status(timeout=60)
+        with g.event_monitor() as events:
+            with g.qmp() as qmp:  # PCC + UC, no RIPV: the kernel must panic
+                qmp.hmp("mce 0 1 0xb200000000000000 0x4 0 0")
+            seen = []
+            deadline = time.monotonic() + 30
+            while "GUEST_PANICKED" not in seen and time.monotonic() < deadline:
+                seen += [e["event"] for e in events.events(wait=1.0)]
+        assert "GUEST_PANICKED" in seen
+        out = json.loads(vmroc("lab", "status", "--name", "tpanic", "--json").stdout)
+        assert out["guests"][0]["state"] == "guest-panicked"
+        up = g.last_status()["up"]
+        time.sleep(2)
+        assert g.last_status()["up"] == up  # no silent reboot: the guest stays stopped
+    finally:
+        lab.down()
