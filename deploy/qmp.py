@@ -51,14 +51,18 @@ class QMP:
         return self.cmd("human-monitor-command", **{"command-line": command_line})
 
     def events(self, wait: float | bool = False) -> list[dict]:
-        """QMP events received so far (waiting up to ``wait`` seconds for one)."""
+        """QMP events received so far, oldest first (waiting up to ``wait`` seconds
+        for one if none is queued)."""
+        out = []
         try:
-            self._proto.pull_event(wait=wait)
-        except Exception:
+            first = self._proto.pull_event(wait=wait)  # removes it from the queue
+            if first:
+                out.append(first)
+        except Exception:  # asyncio.TimeoutError: nothing arrived in time
             pass
-        events = self._proto.get_events()
+        out += self._proto.get_events()
         self._proto.clear_events()
-        return events
+        return out
 
     def close(self) -> None:
         try:
