@@ -32,6 +32,7 @@ from pathlib import Path
 
 from vmroc import home
 from vmroc.errors import VmrocError
+from vmroc.proc import alive as pid_alive
 
 __all__ = ["Broker", "BrokerError", "BrokerStatus", "DEFAULT_PORT", "kafka_version"]
 
@@ -131,11 +132,10 @@ class Broker:
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        except OSError:
             return None
         config = str(self.state_dir / "server.properties").encode()
-        return pid if b"kafka.Kafka" in cmdline and config in cmdline and state != "Z" \
+        return pid if b"kafka.Kafka" in cmdline and config in cmdline and pid_alive(pid) \
             else None
 
     def status(self) -> BrokerStatus:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from vmroc.home import home, subdir
+from vmroc.proc import alive as pid_alive
 
 from .errors import GuestError, LabError
 from .image import GuestImage, build_image
@@ -48,17 +49,6 @@ Progress = Callable[[str], None]
 
 def guest_name(index: int) -> str:
     return f"g{index}"
-
-
-def _pid_alive(pid: int | None) -> bool:
-    """True if pid is a live (not zombie) process."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def _run(cmd: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,7 +90,7 @@ class Guest:
             return None
 
     def alive(self) -> bool:
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def qmp(self, timeout: float = 10.0) -> QMP:
         """A QMP client (``qemu.qmp``) connected to this guest; use it as a context manager."""
@@ -216,13 +206,13 @@ class Guest:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         pid = self.pid
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, sig)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop QEMU: ask nicely (QMP quit), then SIGTERM, then SIGKILL."""
         pid = self.pid
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         try:
             with QMP(self.qmp_path, self.name, timeout=2) as qmp:
@@ -231,15 +221,15 @@ class Guest:
             pass
         for sig in (signal.SIGTERM, signal.SIGKILL):
             deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 return
-        while _pid_alive(pid):
+        while pid_alive(pid):
             time.sleep(0.05)
 
     def describe(self) -> dict:
@@ -429,7 +419,7 @@ def _lab_processes(lab: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"\0-name\0" + marker in cmdline and _pid_alive(int(entry.name)):
+        if b"\0-name\0" + marker in cmdline and pid_alive(int(entry.name)):
             pids.append(int(entry.name))
     return pids
 

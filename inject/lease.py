@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vmroc.home import subdir
+from vmroc.proc import start_time as _start_time
 
 from .errors import InjectError, LedgerError
 
@@ -31,17 +32,6 @@ def lease_dir() -> Path:
     path = Path(env) if env else subdir("inject", "leases")
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
 
 
 class Lease:

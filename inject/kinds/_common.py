@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from vmroc.proc import start_time
+
 from ..errors import ApplyError
 from ..fault import Fault
 
@@ -80,15 +82,6 @@ def ping(fx: Fault, ip: str, count: int = 20, interval: float = 0.05,
 
 
 # -- host processes we start (hogs, floods) ----------------------------------------------------
-def start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
 def spawn(fx: Fault, argv: list[str], key: str = "procs") -> int:
     """Start a helper process in its own session; remember pid + start time."""
     try:
