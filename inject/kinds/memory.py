@@ -3,8 +3,14 @@ error at a guest physical address raised as a machine check, balloon inflation."
 
 from __future__ import annotations
 
-import mmap
 import re
+
+from introspect.errors import IntrospectError
+from introspect.kernel import GuestKernel, find_vmcoreinfo
+from introspect.layers import Q35_LOWMEM_LIMIT, START_KERNEL_MAP, RamFile
+from introspect.procmem import user_pages
+from introspect.sampler import symbols_for
+from introspect.symbols import SymbolTable
 
 from ..errors import ApplyError, SpecError, TargetError
 from ..fault import Fault
@@ -12,8 +18,6 @@ from ..registry import Param, register
 from . import _common as c
 
 MIB = 1 << 20
-Q35_LOWMEM = 2816 * MIB        # below this much RAM, file offset == guest physical
-KERNEL_MAP = 0xFFFF_FFFF_8000_0000
 GUEST_TROUBLE = re.compile(r"[^\n]*(?:Oops|BUG:|Kernel panic|segfault|general protection"
                            r"|Memory failure)[^\n]*")
 # SRAO memory-scrub machine check: VAL UC EN MISCV ADDRV S, MCACOD 0x00c0.
@@ -26,7 +30,7 @@ def _ram_bytes(fx: Fault) -> int:
 
 def _check_range(fx: Fault, start: int, length: int, what: str) -> None:
     ram = _ram_bytes(fx)
-    if ram >= Q35_LOWMEM:
+    if ram >= Q35_LOWMEM_LIMIT:  # from here on, file offset != guest physical address
         raise TargetError(f"{fx.kind.name}: guests with {ram // MIB} MiB RAM (>= 2816 MiB) "
                           "split RAM around the PCI hole; not supported",
                           kind=fx.kind.name, guest=fx.guest.name)
@@ -36,46 +40,24 @@ def _check_range(fx: Fault, start: int, length: int, what: str) -> None:
                           kind=fx.kind.name, guest=fx.guest.name)
 
 
-def vmcoreinfo(path, size: int) -> dict[str, str]:
-    """The guest kernel's VMCOREINFO note (KERNELOFFSET, phys_base, symbols)."""
-    with open(path, "rb") as f:
-        m = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
-        try:
-            at = 0
-            while True:
-                at = m.find(b"OSRELEASE=", at)
-                if at < 0:
-                    return {}
-                end = m.find(b"\0", at, at + 8192)
-                text = m[at:end if end > 0 else at + 4096].decode(errors="replace")
-                if "KERNELOFFSET=" in text and "SYMBOL(" in text:
-                    return dict(line.split("=", 1) for line in text.splitlines()
-                                if "=" in line)
-                at += 10
-        finally:
-            m.close()
-
-
 def _kernel_data_range(fx: Fault) -> tuple[int, int]:
-    info = vmcoreinfo(fx.guest.ram_path, _ram_bytes(fx))
+    ram = RamFile(fx.guest.ram_path)
+    try:
+        info = find_vmcoreinfo(ram) or {}
+    finally:
+        ram.close()
     try:
         phys_base = int(info["NUMBER(phys_base)"])
         uts = int(info["SYMBOL(init_uts_ns)"], 16)
     except (KeyError, ValueError):
         raise ApplyError(f"mem-bitflip: no VMCOREINFO found in {fx.guest.name}'s RAM; "
                          "cannot locate kernel data", kind="mem-bitflip") from None
-    start = (uts - KERNEL_MAP + phys_base) & ~(MIB - 1)   # .data around init_uts_ns
+    start = (uts - START_KERNEL_MAP + phys_base) & ~(MIB - 1)   # .data around init_uts_ns
     return start, 4 * MIB
 
 
 def _process_pages(fx: Fault) -> list[tuple[int, int]]:
     """(vaddr, paddr) of the target process's present user pages, read from outside."""
-    from introspect.errors import IntrospectError
-    from introspect.kernel import GuestKernel
-    from introspect.procmem import user_pages
-    from introspect.sampler import symbols_for
-    from introspect.symbols import SymbolTable
-
     comm = fx.params["process"]
     try:
         k = GuestKernel(fx.guest.ram_path, SymbolTable.load(symbols_for(fx.guest).isf),
