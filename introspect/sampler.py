@@ -89,7 +89,9 @@ class Sampler:
                 self.log.warning("%s: feature group %s skipped: kernel has no %s",
                                  self.name, name, ", ".join(missing))
                 continue
-            self.groups[name] = fn
+            # readers taking ``hz`` get the guest's tick rate (decided once, not per sample)
+            kwargs = {"hz": self.hz} if "hz" in inspect.signature(fn).parameters else {}
+            self.groups[name] = (fn, kwargs)
 
     def _check_alive(self) -> None:
         alive = getattr(self.guest, "alive", None)
@@ -97,8 +99,8 @@ class Sampler:
             raise GuestDownError(f"guest {self.name} is dead (its QEMU is gone); "
                                  "see `vmroc lab status`")
 
-    def _read_group(self, name: str, fn, flags: list[str]) -> Any:
-        kwargs = {"hz": self.hz} if "hz" in inspect.signature(fn).parameters else {}
+    def _read_group(self, name: str, fn, flags: list[str], kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
         for attempt in range(RETRIES):
             try:
                 return fn(self.kernel, **kwargs)
@@ -126,8 +128,8 @@ class Sampler:
             if result is not None:
                 features.update(result[0])
                 tasks = result[1] if self.with_tasks else None
-            for name, fn in self.groups.items():
-                features.update(self._read_group(name, fn, flags) or {})
+            for name, (fn, kwargs) in self.groups.items():
+                features.update(self._read_group(name, fn, flags, kwargs) or {})
             if self.klog is not None:
                 records = self._read_group("log", lambda k: self.klog.read_new(), flags)
                 lines = [str(r) for r in records or []]
