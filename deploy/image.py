@@ -61,15 +61,17 @@ class GuestImage:
         }
 
 
-def _run(cmd: list[str], what: str, **kw) -> str:
+def run_tool(cmd: list[str], what: str, *, check: bool = True, error: type = ImageError,
+             **kw) -> subprocess.CompletedProcess:
+    """Run a host tool; a missing tool or (with ``check``) a failure is one ``error`` line."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
     except FileNotFoundError as exc:
-        raise ImageError(f"{what}: {cmd[0]} not found; run `bash deploy/setup.sh`") from exc
-    if proc.returncode != 0:
+        raise error(f"{what}: {cmd[0]} not found; run `bash deploy/setup.sh`") from exc
+    if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ImageError(f"{what} failed: {detail[-1] if detail else proc.returncode}")
-    return proc.stdout
+        raise error(f"{what} failed: {detail[-1] if detail else proc.returncode}")
+    return proc
 
 
 def current_kernel_package(flavour: str) -> str:
@@ -77,7 +79,7 @@ def current_kernel_package(flavour: str) -> str:
     if flavour not in FLAVOURS:
         raise ImageError(f"unknown kernel flavour {flavour!r}; use one of {sorted(FLAVOURS)}")
     meta = FLAVOURS[flavour]
-    out = _run(["apt-cache", "depends", meta], f"apt-cache depends {meta}")
+    out = run_tool(["apt-cache", "depends", meta], f"apt-cache depends {meta}").stdout
     for line in out.splitlines():
         dep = line.strip().removeprefix("Depends:").strip()
         if line.strip().startswith("Depends:") and dep.startswith("linux-image-6.1"):
@@ -119,13 +121,13 @@ def build_image(flavour: str = "generic", progress: Progress | None = None) -> G
 def _fetch_kernel(package: str, release: str, kdir: Path, say: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="vmroc-kernel-") as tmp:
         say(f"[1/3] downloading {package} (apt-get download)")
-        _run(["apt-get", "download", package], f"apt-get download {package}", cwd=tmp)
+        run_tool(["apt-get", "download", package], f"apt-get download {package}", cwd=tmp)
         debs = list(Path(tmp).glob("*.deb"))
         if not debs:
             raise ImageError(f"apt-get download {package} produced no .deb")
         say(f"[2/3] unpacking {debs[0].name}")
         root = Path(tmp) / "x"
-        _run(["dpkg-deb", "-x", str(debs[0]), str(root)], "dpkg-deb -x")
+        run_tool(["dpkg-deb", "-x", str(debs[0]), str(root)], "dpkg-deb -x")
         say("[3/3] keeping kernel and guest modules")
         shutil.copy(root / "boot" / f"vmlinuz-{release}", kdir / "vmlinuz")
         shutil.copy(root / "boot" / f"config-{release}", kdir / "config")

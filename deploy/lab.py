@@ -27,7 +27,7 @@ from vmroc.home import home, subdir
 from vmroc.proc import alive as pid_alive
 
 from .errors import GuestError, LabError
-from .image import GuestImage, build_image
+from .image import GuestImage, build_image, run_tool
 from .qmp import QMP
 from .status import StatusLine, read_status_lines
 
@@ -52,13 +52,7 @@ def guest_name(index: int) -> str:
 
 
 def _run(cmd: list[str], what: str, check: bool = True) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except FileNotFoundError as exc:
-        raise LabError(f"{what}: {cmd[0]} not found; run `bash deploy/setup.sh`") from exc
-    if check and proc.returncode != 0:
-        raise LabError(f"{what} failed: {proc.stderr.strip() or proc.returncode}")
-    return proc
+    return run_tool(cmd, what, check=check, error=LabError)
 
 
 class Guest:
