@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deploy import GuestError, Lab
+from vmroc.proc import alive as pid_alive
 
 pytestmark = pytest.mark.real
 
@@ -27,8 +28,7 @@ def vmroc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def leftovers(lab_name: str, ram_paths: list[str], pids: list[int]) -> list[str]:
     """Everything of a lab that should be gone after `down`, as readable strings."""
-    left = [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()
-            and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]]
+    left = [f"pid {p}" for p in pids if pid_alive(p)]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     left += [f"netns {n}" for n in netns.split() if n == f"vmroc-{lab_name}"]
     left += [f"ram {r}" for r in ram_paths if Path(r).exists()]
