@@ -66,7 +66,7 @@ def register(subparsers) -> None:
     for kind in all_kinds():
         params = "; ".join(f"{p.name} ({p.type.__name__}, default {p.default}): {p.help}"
                            for p in kind.params) or "none"
-        p = sub.add_parser(kind.name, help=f"[{kind.level}] {kind.effect}",
+        p = sub.add_parser(kind.name, help=f"[{kind.level}] {kind.effect}".replace("%", "%%"),
                            description=f"{kind.name} ({kind.level}). Mechanism: "
                                        f"{kind.mechanism}. Expected effect: {kind.effect}. "
                                        f"Parameters: {params}.")
