@@ -1,4 +1,4 @@
-"""Address translation on crafted memory: q35 layout, 4-level walks, large pages, errors."""
+"""Address translation on crafted memory: q35 layout, 4- and 5-level walks, large pages, errors."""
 
 from __future__ import annotations
 
@@ -66,6 +66,28 @@ def test_four_level_walk_with_4k_and_2m_pages(tmp_path):
     assert space.read(big_v, 5) == b"large"
     with pytest.raises(AddressError, match=r"kernel-virtual address 0xffffc90000a00000: not present"):
         space.read(0xFFFF_C900_00A0_0000, 8)
+
+
+def test_five_level_walk_and_1g_pages(tmp_path):
+    """LA57 guests add a PML5 level on top; a 1 GiB page ends the walk at the PDPT."""
+    vaddr = 0xFF11_2233_4455_6789  # a 57-bit canonical kernel address
+    idx = [(vaddr >> s) & 0x1FF for s in (48, 39, 30, 21, 12)]
+    pml5, pml4, pdpt, pd, pt, page = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000
+    giga_v = (vaddr & ~((1 << 39) - 1)) | ((idx[2] ^ 1) << 30) | 0x12_3456
+    writes = {
+        pml5 + idx[0] * 8: _entry(pml4), pml4 + idx[1] * 8: _entry(pdpt),
+        pdpt + idx[2] * 8: _entry(pd), pd + idx[3] * 8: _entry(pt),
+        pt + idx[4] * 8: _entry(page), page + 0x789: b"five",
+        pdpt + (idx[2] ^ 1) * 8: _entry(0x4000_0000, large=True),
+    }
+    ram = ram_file(tmp_path, 1024 * MiB + 2 * MiB,
+                   {**writes, 0x4000_0000 + 0x12_3456: b"giga"})
+    space = KernelSpace(ram, pml5, phys_base=0, la57=True)
+    assert space.read(vaddr, 4) == b"five"
+    assert space.read(giga_v, 4) == b"giga"
+    four = KernelSpace(ram, pml5, phys_base=0)  # the same tables read as 4-level miss
+    with pytest.raises(AddressError, match="not present"):
+        four.read(vaddr, 4)
 
 
 def test_direct_map_and_kernel_image_need_no_walk(tmp_path):
