@@ -135,6 +135,10 @@ def build_isf(kernel_image: Path, modules: list[Path] | tuple = (), *,
     t = time.perf_counter()
     say(f"extracting vmlinux from {kernel_image}")
     elf = ElfImage(extract_vmlinux(kernel_image), str(kernel_image))
+    if ".BTF" not in elf.sections:
+        raise KernelImageError(f"{kernel_image}: no .BTF section: this kernel was built "
+                               "without CONFIG_DEBUG_INFO_BTF and vmroc reads every type "
+                               "from BTF; use a kernel with BTF (Debian's 6.1 kernels have it)")
     timings["extract_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -145,10 +149,6 @@ def build_isf(kernel_image: Path, modules: list[Path] | tuple = (), *,
 
     t = time.perf_counter()
     say("reading BTF types")
-    if ".BTF" not in elf.sections:
-        raise KernelImageError(f"{kernel_image}: no .BTF section: this kernel was built "
-                               "without CONFIG_DEBUG_INFO_BTF and vmroc reads every type "
-                               "from BTF; use a kernel with BTF (Debian's 6.1 kernels have it)")
     vmlinux_btf = parse_btf(elf.section(".BTF"), name="vmlinux")
     mod_btfs: dict[str, Btf] = {}
     for mod in modules:

@@ -104,6 +104,27 @@ def vmroc(*args, env, check=True):
     return proc
 
 
+def blkdebug_nodes(guest) -> list[str]:
+    """disk-eio/disk-hang insert a blkdebug node into the guest's block graph."""
+    with guest.qmp() as q:
+        return [n["node-name"] for n in q.cmd("query-named-block-nodes") if n["drv"] == "blkdebug"]
+
+
+def inj_tables(lab) -> list[str]:
+    """Network kinds add nftables tables named inj_* in the lab namespace."""
+    out = subprocess.run(lab.netns_prefix() + ["nft", "list", "tables"], capture_output=True,
+                         text=True).stdout
+    return [line for line in out.splitlines() if "inj_" in line]
+
+
+def wait_for_active_lease(pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(x.data.get("owner_pid") == pid and x.data.get("phase") == "active"
+                  for x in leases()):
+        assert time.monotonic() < deadline, f"injector {pid} did not apply its fault"
+        time.sleep(0.2)
+
+
 def test_kill9_injector_then_heal(lab, tmp_path):
     env = {**os.environ, "VMROC_LEDGER": str(tmp_path / "ledger.jsonl")}
     procs = [subprocess.Popen([sys.executable, "-m", "vmroc.cli", "inject", kind, "--name",
@@ -113,42 +134,48 @@ def test_kill9_injector_then_heal(lab, tmp_path):
              for kind, guest, extra in (("disk-eio", "g2", ["-p", "iotype=write"]),
                                         ("net-drop", "g3", ["-p", "loss=100"]))]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            mine = [x for x in leases() if x.data.get("owner_pid") in {p.pid for p in procs}]
-            if len(mine) == 2 and all(x.data.get("phase") == "active" for x in mine):
-                break
-            assert time.monotonic() < deadline, "the two injectors did not apply their faults"
-            time.sleep(0.2)
+        for p in procs:
+            wait_for_active_lease(p.pid)
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
             p.wait()
-    g2, ns = lab.guest("g2"), lab.netns_prefix()
-
-    def blkdebug_nodes():
-        with g2.qmp() as q:
-            return [n["node-name"] for n in q.cmd("query-named-block-nodes")
-                    if n["drv"] == "blkdebug"]
-
-    def inj_tables():
-        out = subprocess.run(ns + ["nft", "list", "tables"], capture_output=True,
-                             text=True).stdout
-        return [line for line in out.splitlines() if "inj_" in line]
-
-    assert blkdebug_nodes() and inj_tables(), "faults should survive the killed injector"
+    g2 = lab.guest("g2")
+    assert blkdebug_nodes(g2) and inj_tables(lab), "faults should survive the killed injector"
     time.sleep(2)
     assert "I/O error" in g2.serial_text()
     out = json.loads(vmroc("inject", "heal", "--name", lab.name, "--json", "--no-kafka",
                            env=env).stdout)
     healed = {h["kind"] for h in out["healed"] if h["healed"]}
     assert {"disk-eio", "net-drop"} <= healed, out
-    assert blkdebug_nodes() == [] and inj_tables() == []
+    assert blkdebug_nodes(g2) == [] and inj_tables(lab) == []
     assert not [x for x in leases() if x.data.get("owner_pid") in {p.pid for p in procs}]
     events = [json.loads(x) for x in (tmp_path / "ledger.jsonl").read_text().splitlines()]
     assert sum(e["phase"] == "recovered" and e["evidence"].get("healed_by") == "vmroc inject heal"
                for e in events) == 2
     assert_normal(lab, ["g1", "g2", "g3"])
+
+
+def test_ctrl_c_reverts_the_fault_before_exit(lab, tmp_path):
+    """SIGINT (Ctrl-C) mid-fault: the injector tears down, records recovery, exits 130."""
+    ledger = tmp_path / "ledger.jsonl"
+    g2 = lab.guest("g2")
+    proc = subprocess.Popen([sys.executable, "-m", "vmroc.cli", "inject", "disk-eio", "--name",
+                             lab.name, "-g", "g2", "--duration", "120s", "--no-kafka",
+                             "-p", "iotype=write", "--ledger", str(ledger)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_active_lease(proc.pid)
+        assert blkdebug_nodes(g2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert blkdebug_nodes(g2) == []
+    assert not [x for x in leases() if x.data.get("owner_pid") == proc.pid]
+    phases = [json.loads(x)["phase"] for x in ledger.read_text().splitlines()]
+    assert phases[0] == "injected" and phases[-1] == "recovered", phases
+    assert_normal(lab, ["g2"])
 
 
 def test_ledger_reaches_kafka(lab, broker, tmp_path):

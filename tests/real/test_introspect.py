@@ -12,6 +12,7 @@ import pytest
 
 from deploy import Lab
 from introspect.errors import IntrospectError
+from introspect.features import read_tasks
 from introspect.kernel import GuestKernel, KernelMismatchError, NotAGuestError
 from introspect.sampler import Sampler, symbols_for
 from introspect.stream import stream
@@ -163,6 +164,24 @@ def test_symbols_of_another_kernel_are_refused(big_cloud_guest, lab):
     generic = SymbolTable.load(symbols_for(lab.guest("g1")).isf)
     with pytest.raises(KernelMismatchError, match="symbols are for"):
         GuestKernel(big_cloud_guest.ram_path, generic, "tbig-g1")
+
+
+def test_kaslr_is_found_without_vmcoreinfo_too(lab):
+    """The banner + page-table probe finds the same KASLR offset and the same tasks."""
+    g = lab.guest("g1")
+    symbols = SymbolTable.load(symbols_for(g).isf)
+    tasks_of = lambda k: sorted((t["pid"], t["comm"]) for t in read_tasks(k)[1])  # noqa: E731
+    with g.qmp() as qmp:
+        qmp.cmd("stop")
+    try:
+        note = GuestKernel(g.ram_path, symbols, "g1")
+        probe = GuestKernel(g.ram_path, symbols, "g1", use_vmcoreinfo=False)
+        assert (note.source, probe.source) == ("vmcoreinfo", "banner-probe")
+        assert probe.kaslr == note.kaslr and probe.mem.phys_base == note.mem.phys_base
+        assert tasks_of(probe) == tasks_of(note) and len(tasks_of(note)) > 20
+    finally:
+        with g.qmp() as qmp:
+            qmp.cmd("cont")
 
 
 def test_stream_marks_a_dead_guest_down_and_goes_on(lab):

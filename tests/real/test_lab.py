@@ -110,6 +110,12 @@ def test_killed_guest_and_killed_manager_are_cleaned_up():
     assert states == {"g1": "dead", "g2": "running"}
     text = vmroc("lab", "status", "--name", name).stdout
     assert "g1" in text and "dead" in text
+    for command in (["sample", "--lab", name, "--guest", "g1"],
+                    ["inject", "net-drop", "--name", name, "-g", "g1", "--no-kafka",
+                     "--ledger", os.devnull]):
+        proc = vmroc(*command, check=False)  # the dead guest: one line, nothing applied
+        assert proc.returncode == 1 and "g1 is dead" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
     vmroc("lab", "down", "--name", name)
     assert leftovers(name, rams, pids) == []

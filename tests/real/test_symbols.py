@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,28 @@ def test_cli_json(kernels):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["cached"] and out["isf"] == str(files.isf) and out["libvmi"] == str(files.libvmi)
+
+
+def _without_btf(vmlinux: bytes) -> bytes:
+    """The same ELF with its .BTF section renamed, as if built without BTF."""
+    from introspect.kernel_image import ElfImage
+    shstrtab = ElfImage(vmlinux).sections[".shstrtab"]
+    at = vmlinux.index(b".BTF\0", shstrtab.offset, shstrtab.offset + shstrtab.size)
+    return vmlinux[:at] + b".NOB\0" + vmlinux[at + 5:]
+
+
+def test_kernel_without_btf_is_one_line(kernels, tmp_path):
+    from introspect.kernel_image import extract_vmlinux
+    image, _ = kernels["generic"]
+    kernel = tmp_path / "vmlinux-nobtf"
+    kernel.write_bytes(_without_btf(extract_vmlinux(image.kernel)))
+    proc = subprocess.run([sys.executable, "-m", "vmroc.cli", "symbols", "build", str(kernel)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "VMROC_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 1
+    *progress, error = proc.stderr.strip().splitlines()
+    assert error.startswith("KernelImageError: ") and "no .BTF section" in error, proc.stderr
+    assert "CONFIG_DEBUG_INFO_BTF" in error and "recovering symbols" not in proc.stderr
 
 
 def _volatility_table(path: Path, validate: bool):
