@@ -24,8 +24,10 @@ fi
 
 PY=${PYTHON:-python3}
 stamp=build/.pip-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
-   || ! "$PY" -c 'import importlib.metadata as m; m.version("vmroc")' 2>/dev/null; then
+# the installed `vmroc` must be this checkout (another clone may have installed itself)
+installed=$(cd / && "$PY" -c 'import pathlib, vmroc
+print(pathlib.Path(vmroc.__file__).resolve().parent.parent)' 2>/dev/null || true)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$installed" != "$(pwd -P)" ]; then
     echo "setup: installing Python packages (pip install -e .)"
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore \
         --config-settings editable_mode=compat -e .
