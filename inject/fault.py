@@ -44,7 +44,7 @@ class SerialMark:
         try:
             with open(self.path, "rb") as f:
                 f.seek(start)
-                return f.read().decode(errors="replace")
+                return f.read().decode(errors="replace").replace("\r\n", "\n")  # serial CRLF
         except FileNotFoundError:
             return ""
 
