@@ -121,7 +121,11 @@ def build_image(flavour: str = "generic", progress: Progress | None = None) -> G
 def _fetch_kernel(package: str, release: str, kdir: Path, say: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="vmroc-kernel-") as tmp:
         say(f"[1/3] downloading {package} (apt-get download)")
-        run_tool(["apt-get", "download", package], f"apt-get download {package}", cwd=tmp)
+        try:
+            run_tool(["apt-get", "download", package], f"apt-get download {package}", cwd=tmp)
+        except ImageError as exc:
+            raise ImageError(f"{exc}; run `apt-get update` (the package list may be stale) "
+                             "and check that the Debian mirror is reachable") from exc
         debs = list(Path(tmp).glob("*.deb"))
         if not debs:
             raise ImageError(f"apt-get download {package} produced no .deb")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -67,6 +69,33 @@ def test_module_load_order_puts_dependencies_first(tmp_path):
 def test_unknown_flavour_is_one_line_error():
     with pytest.raises(LabError, match="unknown kernel flavour 'debug'"):
         image_mod.current_kernel_package("debug")
+
+
+def _fake_tool(bindir, name: str, script: str) -> None:
+    tool = bindir / name
+    tool.write_text("#!/bin/sh\n" + script + "\n")
+    tool.chmod(0o755)
+
+
+def test_missing_debian_package_is_one_line(tmp_path):
+    """apt knows the meta-package's kernel but cannot fetch it: one line, what to do."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    kernel = "linux-image-6.1.0-99-amd64"
+    _fake_tool(bindir, "apt-cache", f"echo linux-image-amd64; echo '  Depends: {kernel}'")
+    _fake_tool(bindir, "apt-get", f"echo 'E: Unable to locate package {kernel}' >&2; exit 100")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "VMROC_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "vmroc.cli", "image", "build"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    *_, error = proc.stderr.strip().splitlines()
+    assert error.startswith(f"ImageError: apt-get download {kernel} failed: "
+                            "E: Unable to locate package"), proc.stderr
+    assert "apt-get update" in error
+    _fake_tool(bindir, "apt-cache", "echo linux-image-amd64")  # no 6.1 kernel behind it
+    proc = subprocess.run([sys.executable, "-m", "vmroc.cli", "image", "build"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "no linux-image-6.1 package behind" in proc.stderr
 
 
 def test_not_enough_memory_says_what_to_do():
