@@ -2,8 +2,11 @@
 
 Linux 5.10+ keeps records in a lockless ring: descriptors (state + text position),
 infos (sequence number, timestamp, length) and a text data ring. A record is used
-only if its descriptor is committed or finalized and still carries the id we asked
-for; a record overwritten while we read it is dropped, never returned torn.
+only once its descriptor is finalized and still carries the id we asked for; a record
+overwritten while we read it is dropped, never returned torn. Reading resumes at the
+first descriptor not read yet, so a sample costs only the records that are new; a
+record still being written (reserved, or committed but open for continuation) stops
+the read and is read again next time.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from .kernel import GuestKernel
 
 DESC_STATE_SHIFT = 62
 DESC_ID_MASK = (1 << DESC_STATE_SHIFT) - 1
-COMMITTED, FINALIZED = 1, 2
+RESERVED, COMMITTED, FINALIZED = 0, 1, 2
 MAX_RECORDS = 4096
+PENDING = "pending"  # _record: the writer is not done with this record yet
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,13 @@ class KernelLog:
         mask = (1 << count_bits) - 1
         records = []
         ident = tail
-        if self.next_id is not None and 0 <= (self.next_id - tail) & DESC_ID_MASK <= \
-                (head - tail) & DESC_ID_MASK:
-            ident = self.next_id  # skip what earlier calls already returned
-        for _ in range(min(((head - ident) & DESC_ID_MASK) + 1, 1 << count_bits)):
+        if self.next_id is not None and \
+                (self.next_id - tail) & DESC_ID_MASK <= ((head - tail) & DESC_ID_MASK) + 1:
+            ident = self.next_id  # resume after what earlier calls read (head + 1: nothing new)
+        for _ in range(min((head + 1 - ident) & DESC_ID_MASK, 1 << count_bits)):
             rec = self._record(ident, descs, infos, data, size, mask)
+            if rec is PENDING:
+                break
             if rec is not None and rec.seq >= self.next_seq:
                 records.append(rec)
             ident = (ident + 1) & DESC_ID_MASK
@@ -79,12 +85,17 @@ class KernelLog:
         return records
 
     def _record(self, ident: int, descs: int, infos: int, data: int, size: int,
-                mask: int) -> LogRecord | None:
+                mask: int) -> LogRecord | str | None:
+        """The record ``ident``; None if it is gone or has no text, PENDING if unfinished."""
         k = self.k
         idx = ident & mask
         desc = descs + idx * self.desc_size
         state_var = k.u64(desc)
-        if state_var & DESC_ID_MASK != ident or state_var >> DESC_STATE_SHIFT not in (COMMITTED, FINALIZED):
+        if state_var & DESC_ID_MASK != ident:
+            return None  # recycled for a newer record: we fell behind
+        if state_var >> DESC_STATE_SHIFT in (RESERVED, COMMITTED):
+            return PENDING
+        if state_var >> DESC_STATE_SHIFT != FINALIZED:
             return None
         begin, nxt = k.u64s(desc + self.o_lpos, 2)
         info = infos + idx * self.info_size
