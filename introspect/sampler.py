@@ -17,7 +17,7 @@ from typing import Any
 
 from vmroc.events import Sample
 
-from .backends import BACKENDS, open_kernel
+from .backends import BACKENDS, default_backend, open_kernel
 from .errors import IntrospectError
 from .features import GROUPS, Inconsistent, read_tasks
 from .layers import AddressError
@@ -56,9 +56,10 @@ class Sampler:
     """Samples one guest. ``guest`` is a lab ``Guest`` (or anything with ``name``,
     ``ram_path``, ``config``, and optionally ``alive()`` and ``qmp()``)."""
 
-    def __init__(self, guest: Any, backend: str = "mmap", symbols: SymbolFiles | None = None,
+    def __init__(self, guest: Any, backend: str | None = None, symbols: SymbolFiles | None = None,
                  pause: bool = False, tasks: bool = True, kernel_log: bool = True,
                  hz: int | None = None):
+        backend = backend or default_backend()
         if backend not in BACKENDS:
             raise IntrospectError(f"unknown sampler backend {backend!r}; use one of "
                                   f"{', '.join(BACKENDS)}")
@@ -114,7 +115,6 @@ class Sampler:
 
     def sample(self) -> Sample:
         """Read every feature group once and return the sample (not published)."""
-        self._check_alive()
         if self.backend == "volatility":
             return self._sample_volatility()
         ts = time.time()
@@ -152,6 +152,7 @@ class Sampler:
         finally:
             if paused:
                 self._resume()
+        self._check_alive()
         self.seq += 1
         return Sample(guest=self.name, ts=ts, features={"tasks": len(tasks),
                       "log_lines": len(lines)}, backend=self.backend, consistent=True,
@@ -160,6 +161,7 @@ class Sampler:
     def _pause(self) -> bool:
         if not self.pause:
             return False
+        self._check_alive()  # a dead guest's QMP socket is gone: say so plainly
         with self.guest.qmp() as qmp:
             qmp.cmd("stop")
         return True

@@ -280,6 +280,9 @@ def from_dict(cls: type | str, obj: dict[str, Any], *, nested: bool = False) -> 
         raise SchemaError(f"{cls.schema}: {exc}", cls.schema) from exc
 
 
+_STR_ONLY = {str}
+
+
 @functools.cache
 def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
     """A function checking one value against ``tp``, built once per type (hot path)."""
@@ -322,7 +325,10 @@ def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
         def listing(value, path, schema):
             if not isinstance(value, (list, tuple)):
                 raise _bad(value, path, schema, "expected a list")
-            items = [item(x, f"{path}[{i}]", schema) for i, x in enumerate(value)]
+            try:
+                items = [item(x, path, schema) for x in value]
+            except SchemaError:                 # again, naming the index (rare path)
+                items = [item(x, f"{path}[{i}]", schema) for i, x in enumerate(value)]
             same = isinstance(value, list) and all(a is b for a, b in zip(items, value))
             return value if same else items
         return listing
@@ -330,6 +336,7 @@ def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
         item = _validator(args[1])
 
         numbers = args[1] is float         # the hot case (sample features): inline check
+        anything = args[1] is Any          # e.g. per-task records: only keys to check
 
         def mapping(value, path, schema):
             if not isinstance(value, dict):
@@ -337,6 +344,8 @@ def _validator(tp: Any) -> Callable[[Any, str, str], Any]:
             if numbers and all(type(k) is str and (type(x) is int or type(x) is float
                                                    and math.isfinite(x))
                                for k, x in value.items()):
+                return value
+            if anything and set(map(type, value)) <= _STR_ONLY:
                 return value
             for k, x in value.items():
                 if type(k) is not str:
