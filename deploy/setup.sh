@@ -5,7 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(qemu-system-x86 busybox-static nftables iproute2 procps xz-utils
-              default-jre-headless maven)
+              default-jre-headless maven gcc libc6-dev)
+PY=${PYTHON:-python3}
+# the C accelerator needs Python's headers (Debian's python3 keeps them in python3-dev)
+"$PY" -c 'import os, sysconfig, sys
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || DEB_PACKAGES+=(python3-dev)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
@@ -22,13 +27,13 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-PY=${PYTHON:-python3}
 stamp=build/.pip-installed
 # the installed `vmroc` must be this checkout (another clone may have installed itself)
 installed=$(cd / && "$PY" -c 'import pathlib, vmroc
 print(pathlib.Path(vmroc.__file__).resolve().parent.parent)' 2>/dev/null || true)
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$installed" != "$(pwd -P)" ]; then
-    echo "setup: installing Python packages (pip install -e .)"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ introspect/_accel/vmread.c -nt "$stamp" ] || [ "$installed" != "$(pwd -P)" ]; then
+    echo "setup: installing Python packages and building the C accelerator (pip install -e .)"
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore \
         --config-settings editable_mode=compat -e .
     mkdir -p build && touch "$stamp"

@@ -1,6 +1,10 @@
-"""Memory readers behind one interface (``KernelView``): direct mmap, LibVMI, volatility3.
+"""Memory readers behind one interface (``KernelView``): C accelerator, direct mmap,
+LibVMI, volatility3.
 
-- ``mmap``: our own translation on the RAM file (``GuestKernel``); every feature.
+- ``accel`` (the default when built): ``_accel.AccelKernel``, the mmap reader with its
+  reads and task walk in C; every feature.
+- ``mmap``: our own translation on the RAM file in pure Python (``GuestKernel``);
+  every feature; the default where the C module could not be built.
 - ``libvmi``: LibVMI (python bindings, FILE mode on the RAM file) does KASLR and
   address translation; the same feature readers run on top, so it is a reference
   for every feature. Its page caches are flushed before each sample.
@@ -20,7 +24,13 @@ from .symbols import SymbolFiles, SymbolTable
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("mmap", "libvmi", "volatility")
+BACKENDS = ("accel", "mmap", "libvmi", "volatility")
+
+
+def default_backend() -> str:
+    """``accel`` when the C module is built, else ``mmap``."""
+    from ._accel import available
+    return "accel" if available() else "mmap"
 
 
 class LibvmiKernel(KernelView):
@@ -77,7 +87,10 @@ class LibvmiKernel(KernelView):
 
 def open_kernel(backend: str, ram_path: Path, files: SymbolFiles, symbols: SymbolTable,
                 guest: str) -> KernelView:
-    """The ``KernelView`` for ``backend`` (``mmap`` or ``libvmi``)."""
+    """The ``KernelView`` for ``backend`` (``accel``, ``mmap`` or ``libvmi``)."""
+    if backend == "accel":
+        from ._accel import AccelKernel
+        return AccelKernel(ram_path, symbols, guest)
     if backend == "mmap":
         return GuestKernel(ram_path, symbols, guest)
     if backend == "libvmi":

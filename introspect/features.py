@@ -23,6 +23,7 @@ TASK_REPORT = 0x7F
 STATE_LETTERS = "RSDTtXZP"  # as /proc/<pid>/stat: by highest bit of (state | exit_state) & 0x7f
 FSHIFT = 11
 NSEC = 1e9
+RSS_VALID = 1 << 62  # an RSS counter read as unsigned above this is a transient negative
 
 ZONE_STATS = ["NR_FREE_PAGES", "NR_ZONE_ACTIVE_ANON", "NR_ZONE_INACTIVE_ANON",
               "NR_ZONE_ACTIVE_FILE", "NR_ZONE_INACTIVE_FILE", "NR_ZONE_WRITE_PENDING", "NR_MLOCK"]
@@ -42,6 +43,10 @@ class Inconsistent(IntrospectError):
 
 def walk_list(k: GuestKernel, head: int, limit: int = MAX_LIST) -> Iterator[int]:
     """Addresses of the ``list_head`` nodes after ``head`` (bounded, next->prev checked)."""
+    native = getattr(k, "walk_list", None)  # the C accelerator walks in one call
+    if native is not None:
+        yield from native(head, limit)
+        return
     node = head
     for _ in range(limit):
         nxt = k.u64(node)
@@ -63,34 +68,50 @@ def task_state(state: int, exit_state: int) -> str:
     return STATE_LETTERS[report.bit_length()]
 
 
-def read_tasks(k: GuestKernel, top: int = 5) -> tuple[dict[str, float], list[dict]]:
-    """Task counts by state and totals; returns (features, per-task records)."""
+def task_offsets(k: GuestKernel) -> tuple[int, ...]:
+    """Member offsets the task walk reads, in the order ``task_rows`` (and C) take them."""
     off = lambda m: k.off("task_struct", m)  # noqa: E731
-    o_tasks, o_pid, o_tgid, o_comm = off("tasks"), off("pid"), off("tgid"), off("comm")
-    o_state, o_exit, o_flags, o_parent = off("__state"), off("exit_state"), off("flags"), off("real_parent")
-    o_ut, o_st, o_min, o_maj, o_mm = off("utime"), off("stime"), off("min_flt"), off("maj_flt"), off("mm")
-    o_rss = k.off("mm_struct", "rss_stat")
-    tasks = []
-    for node in walk_list(k, k.sym("init_task") + o_tasks):
+    return (off("tasks"), off("pid"), off("tgid"), off("__state"), off("exit_state"),
+            off("flags"), off("real_parent"), off("mm"), off("utime"), off("stime"),
+            off("min_flt"), off("maj_flt"), off("comm"), k.off("mm_struct", "rss_stat"))
+
+
+def task_rows(k: GuestKernel, head: int, offsets: tuple[int, ...]) -> list[tuple]:
+    """Raw fields of every task on the list at ``head``: (address, pid, tgid, ppid, comm
+    bytes, state, exit_state, flags, utime ns, stime ns, min_flt, maj_flt, rss_file,
+    rss_anon, rss_shmem). The C accelerator's ``task_rows`` returns the same rows."""
+    (o_tasks, o_pid, o_tgid, o_state, o_exit, o_flags, o_parent, o_mm, o_ut, o_st, o_min,
+     o_maj, o_comm, o_rss) = offsets
+    rows = []
+    for node in walk_list(k, head):
         t = node - o_tasks
-        pid, tgid = struct.unpack("<ii", k.read(t + o_pid, 8))
+        pid = k.s32(t + o_pid)
         if not 0 < pid < (1 << 22):
             raise Inconsistent(f"task at {t:#x} has pid {pid}")
-        state, flags = k.u32(t + o_state), k.u32(t + o_flags)
-        exit_state = k.s32(t + o_exit)
-        parent = k.u64(t + o_parent)
-        mm = k.u64(t + o_mm)
-        rss = 0
-        if mm:
-            file_, anon, _swap, shmem = k.u64s(mm + o_rss, 4)
-            rss = sum(v for v in (file_, anon, shmem) if v < 1 << 62)
+        parent, mm = k.u64(t + o_parent), k.u64(t + o_mm)
+        file_, anon, _swap, shmem = k.u64s(mm + o_rss, 4) if mm else (0, 0, 0, 0)
+        rows.append((t, pid, k.s32(t + o_tgid), k.s32(parent + o_tgid) if parent else 0,
+                     k.read(t + o_comm, 16), k.u32(t + o_state), k.s32(t + o_exit),
+                     k.u32(t + o_flags), k.u64(t + o_ut), k.u64(t + o_st), k.u64(t + o_min),
+                     k.u64(t + o_maj), file_, anon, shmem))
+    return rows
+
+
+def read_tasks(k: GuestKernel, top: int = 5) -> tuple[dict[str, float], list[dict]]:
+    """Task counts by state and totals; returns (features, per-task records)."""
+    offsets = task_offsets(k)
+    rows_of = getattr(k, "task_rows", None) or (lambda h, o: task_rows(k, h, o))
+    tasks = []
+    for (t, pid, tgid, ppid, comm, state, exit_state, flags, utime, stime, min_flt, maj_flt,
+         *rss) in rows_of(k.sym("init_task") + offsets[0], offsets):
         tasks.append({
-            "address": t, "pid": pid, "tgid": tgid, "ppid": k.s32(parent + o_tgid) if parent else 0,
-            "comm": k.cstring(t + o_comm, 16),
+            "address": t, "pid": pid, "tgid": tgid, "ppid": ppid,
+            "comm": comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
             "state": task_state(state, exit_state),
             "kthread": bool(flags & PF_KTHREAD),
-            "utime": k.u64(t + o_ut) / NSEC, "stime": k.u64(t + o_st) / NSEC,
-            "min_flt": k.u64(t + o_min), "maj_flt": k.u64(t + o_maj), "rss_pages": rss,
+            "utime": utime / NSEC, "stime": stime / NSEC,
+            "min_flt": min_flt, "maj_flt": maj_flt,
+            "rss_pages": sum(filter(RSS_VALID.__gt__, rss)),  # per-CPU drift can go "negative"
         })
     states = [t["state"] for t in tasks]
     f = {

@@ -22,8 +22,9 @@ def register(subparsers) -> None:
                    help="guest name (repeat or comma-separate; default: all lab guests)")
     p.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
                    help="lab name (default: $VMROC_LAB or 'default')")
-    p.add_argument("--backend", choices=BACKENDS, default="mmap",
-                   help="memory reader (default mmap: direct, all features)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="memory reader: accel (C, the default when built), mmap (pure "
+                        "Python), libvmi, volatility (tasks and log only)")
     p.add_argument("--pause", action="store_true",
                    help="pause the guest (QMP stop/cont) around each read for an exact snapshot")
     p.add_argument("--json", action="store_true", help="print samples as JSON lines")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -22,6 +23,18 @@ pytestmark = pytest.mark.real
 
 COUNTERS = ["vda_rd", "vda_rsec", "vda_wr", "vda_wsec", "eth0_rxp", "eth0_txp",
             "eth0_rxb", "eth0_txb"]
+
+
+@contextlib.contextmanager
+def paused(guest):
+    """The guest stopped over QMP for the block: every reader sees the same moment."""
+    with guest.qmp() as qmp:
+        qmp.cmd("stop")
+    try:
+        yield
+    finally:
+        with guest.qmp() as qmp:
+            qmp.cmd("cont")
 
 
 def next_status(guest, after_up: float):
@@ -70,31 +83,35 @@ def test_kernel_log_lines_written_in_the_guest_appear(lab):
 
 def test_task_lists_agree_across_backends_on_a_paused_guest(lab):
     g = lab.guest("g3")
-    samplers = {b: Sampler(g, backend=b) for b in ("mmap", "libvmi", "volatility")}
-    with g.qmp() as qmp:
-        qmp.cmd("stop")
+    samplers = {b: Sampler(g, backend=b) for b in ("accel", "mmap", "libvmi", "volatility")}
     try:
-        lists = {b: sorted((t["pid"], t["ppid"], t["comm"]) for t in s.sample().tasks)
-                 for b, s in samplers.items()}
+        with paused(g):
+            lists = {b: sorted((t["pid"], t["ppid"], t["comm"]) for t in s.sample().tasks)
+                     for b, s in samplers.items()}
     finally:
-        with g.qmp() as qmp:
-            qmp.cmd("cont")
         for s in samplers.values():
             s.close()
     assert len(lists["mmap"]) > 20
-    assert lists["mmap"] == lists["libvmi"] == lists["volatility"]
+    assert lists["accel"] == lists["mmap"] == lists["libvmi"] == lists["volatility"]
+
+
+def test_accel_reads_exactly_what_mmap_reads(lab):
+    """The C reader is a faster copy of the Python one: same features, tasks and log."""
+    g = lab.guest("g2")
+    with Sampler(g) as fast, Sampler(g, backend="mmap") as slow:
+        assert fast.backend == "accel"  # the default once built
+        with paused(g):
+            a, b = fast.sample(), slow.sample()
+    assert a.consistent and b.consistent, (a.flags, b.flags)
+    assert a.features == b.features and len(a.features) >= 30
+    assert a.tasks == b.tasks and a.log == b.log and a.log
 
 
 def test_libvmi_backend_gives_the_same_features(lab):
     g = lab.guest("g3")
-    with Sampler(g, backend="libvmi") as lv, Sampler(g) as mm:
-        with g.qmp() as qmp:  # one pause around both reads: the same moment for both
-            qmp.cmd("stop")
-        try:
+    with Sampler(g, backend="libvmi") as lv, Sampler(g, backend="mmap") as mm:
+        with paused(g):  # one pause around both reads: the same moment for both
             a, b = lv.sample(), mm.sample()
-        finally:
-            with g.qmp() as qmp:
-                qmp.cmd("cont")
     static = ["vm_nr_free_pages", "tasks", "jiffies"]
     assert set(a.features) == set(b.features)
     for name in static:
@@ -152,11 +169,14 @@ def big_cloud_guest():
 def test_big_cloud_guest_gives_a_correct_task_list(big_cloud_guest):
     g = big_cloud_guest
     line = g.wait_for_status(timeout=120)
-    with Sampler(g, pause=True) as s:
-        sample = s.sample()
+    with Sampler(g) as s, Sampler(g, backend="mmap") as reference:
+        with paused(g):
+            sample, same = s.sample(), reference.sample()
         ram = s.kernel.ram
     assert ram.high == 1 << 30  # the layout really is split
     assert sample.consistent, sample.flags
+    assert sample.backend == "accel" and (sample.tasks, sample.features) == (same.tasks,
+                                                                             same.features)
     assert abs(sample.features["tasks"] - line["tasks"]) <= 4
     comms = {t["pid"]: t["comm"] for t in sample.tasks}
     assert comms[1] == "init" and "httpd" in comms.values()
@@ -174,17 +194,12 @@ def test_kaslr_is_found_without_vmcoreinfo_too(lab):
     g = lab.guest("g1")
     symbols = SymbolTable.load(symbols_for(g).isf)
     tasks_of = lambda k: sorted((t["pid"], t["comm"]) for t in read_tasks(k)[1])  # noqa: E731
-    with g.qmp() as qmp:
-        qmp.cmd("stop")
-    try:
+    with paused(g):
         note = GuestKernel(g.ram_path, symbols, "g1")
         probe = GuestKernel(g.ram_path, symbols, "g1", use_vmcoreinfo=False)
         assert (note.source, probe.source) == ("vmcoreinfo", "banner-probe")
         assert probe.kaslr == note.kaslr and probe.mem.phys_base == note.mem.phys_base
         assert tasks_of(probe) == tasks_of(note) and len(tasks_of(note)) > 20
-    finally:
-        with g.qmp() as qmp:
-            qmp.cmd("cont")
 
 
 def test_stream_marks_a_dead_guest_down_and_goes_on(lab):

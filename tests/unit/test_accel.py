@@ -1,0 +1,140 @@
+"""The C accelerator against the pure-Python layers on crafted memory: same
+translations, same bytes, same errors, same list and task walks."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from introspect._accel import _vmread, available
+from introspect.features import Inconsistent
+from introspect.layers import FOUR_GIB, AddressError, KernelSpace
+
+from .test_layers import MiB, _entry, ram_file
+
+DMAP = 0xFFFF_8880_0000_0000
+
+
+def test_module_is_built():
+    assert available(), "introspect._accel._vmread missing: run `bash deploy/setup.sh`"
+
+
+def both(ram, page_table=0, phys_base=0, la57=False, page_offset=None):
+    py = KernelSpace(ram, page_table, phys_base, la57, page_offset)
+    c = _vmread.Space(str(ram.path), page_table, phys_base, la57, page_offset)
+    return py, c
+
+
+def same_error(py_call, c_call) -> str:
+    with pytest.raises(AddressError) as py_err:
+        py_call()
+    with pytest.raises(AddressError) as c_err:
+        c_call()
+    assert str(c_err.value) == str(py_err.value)
+    assert (c_err.value.layer, c_err.value.address) == (py_err.value.layer, py_err.value.address)
+    return str(c_err.value)
+
+
+@pytest.mark.parametrize("la57", [False, True])
+def test_page_walks_match_python(tmp_path, la57):
+    vaddr = 0xFF11_2233_4455_6789 if la57 else 0xFFFF_C900_0012_3456
+    shifts = (48, 39, 30, 21, 12) if la57 else (39, 30, 21, 12)
+    tables = [0x1000 * (i + 1) for i in range(len(shifts))]
+    page = 0x80_0000
+    writes = {t + ((vaddr >> sh) & 0x1FF) * 8: _entry(nxt)
+              for t, sh, nxt in zip(tables, shifts, tables[1:] + [page])}
+    writes[page + (vaddr & 0xFFF)] = b"walked"
+    pd = tables[-2]  # a 2 MiB page in the next slot of the same page directory
+    big_v = (vaddr & ~((1 << 21) - 1)) + (1 << 21) + 0x1234
+    writes[pd + ((big_v >> 21) & 0x1FF) * 8] = _entry(0x60_0000, large=True)
+    writes[0x60_0000 + 0x1234] = b"large!"
+    ram = ram_file(tmp_path, 16 * MiB, writes)
+    py, c = both(ram, tables[0], la57=la57)
+    for v in (vaddr, big_v):
+        assert c.translate(v) == py.translate(v)
+        assert c.read(v, 6) == py.read(v, 6)
+    missing = vaddr + (64 << 21)
+    assert "not present" in same_error(lambda: py.read(missing, 8), lambda: c.read(missing, 8))
+    c.flush()
+    assert c.read(vaddr, 6) == b"walked"
+
+
+def test_direct_map_kernel_image_and_page_crossing(tmp_path):
+    ram = ram_file(tmp_path, 64 * MiB, {0x20_0000: b"text", 0x1FFE: b"abcd",
+                                        0x3000: struct.pack("<QQQ", 1, 2, 3)})
+    py, c = both(ram, phys_base=0x20_0000 - 0x100_0000, page_offset=DMAP)
+    for v, n in ((DMAP + 0x1FFE, 4), (0xFFFF_FFFF_8100_0000, 4), (DMAP + 0x3000, 24)):
+        assert c.read(v, n) == py.read(v, n)
+    assert c.u64s(DMAP + 0x3000, 3) == (1, 2, 3) and c.u64(DMAP + 0x3008) == 2
+    assert c.u32(DMAP + 0x3000) == 1 and c.u16(DMAP + 0x3010) == 3
+    past_ram = 0xFFFF_FFFF_8100_0000 + 64 * MiB  # kernel-image arithmetic beyond the file
+    assert "outside guest RAM" in same_error(lambda: py.read(past_ram, 4),
+                                             lambda: c.read(past_ram, 4))
+    assert "not present" in same_error(lambda: py.read(DMAP + 64 * MiB - 2, 4),
+                                       lambda: c.read(DMAP + 64 * MiB - 2, 4))
+
+
+def test_q35_split_above_2816_mib(tmp_path):
+    ram = ram_file(tmp_path, 3072 * MiB, {2048 * MiB: b"high", 2047 * MiB: b"low!"})
+    py, c = both(ram, page_offset=DMAP)
+    assert c.read(DMAP + FOUR_GIB, 4) == py.read(DMAP + FOUR_GIB, 4) == b"high"
+    assert c.read(DMAP + 2047 * MiB, 4) == b"low!"
+    same_error(lambda: py.read(DMAP + 2048 * MiB, 4), lambda: c.read(DMAP + 2048 * MiB, 4))
+
+
+def _list(addrs: list[int], head: int) -> dict[int, bytes]:
+    """A circular list_head list: head -> addrs... -> head (next, prev)."""
+    ring = [head, *addrs]
+    return {node: struct.pack("<QQ", DMAP + ring[(i + 1) % len(ring)],
+                              DMAP + ring[i - 1]) for i, node in enumerate(ring)}
+
+
+def test_walk_list_and_torn_lists(tmp_path):
+    head, nodes = 0x1000, [0x2000, 0x3000, 0x4000]
+    writes = _list(nodes, head)
+    ram = ram_file(tmp_path, 16 * MiB, writes)
+    c = _vmread.Space(str(ram.path), 0, 0, False, DMAP)
+    assert c.walk_list(DMAP + head, 100) == [DMAP + n for n in nodes]
+    with pytest.raises(Inconsistent, match="longer than 2"):
+        c.walk_list(DMAP + head, 2)
+    writes[0x3000 + 8] = struct.pack("<Q", DMAP + 0x4000)  # a prev pointer out of place
+    torn = _vmread.Space(str(ram_file(tmp_path, 16 * MiB, writes).path), 0, 0, False, DMAP)
+    with pytest.raises(Inconsistent, match="changed during the walk"):
+        torn.walk_list(DMAP + head, 100)
+
+
+def test_task_rows_match_the_python_walk(tmp_path):
+    from introspect.features import task_rows
+    # task_struct: tasks@0x10 pid@0x30 tgid@0x34 state@0x38 exit@0x3c flags@0x40
+    # parent@0x48 mm@0x50 utime@0x58 stime@0x60 min@0x68 maj@0x70 comm@0x78; mm rss@0x20
+    offsets = (0x10, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68, 0x70, 0x78,
+               0x20)
+    tasks = [0x10000, 0x11000, 0x12000]
+    writes = _list([t + 0x10 for t in tasks], 0x9000)
+    for i, t in enumerate(tasks):
+        writes[t + 0x30] = struct.pack("<iiIiI", i + 1, i + 1, 1, 0, 0x200000 * (i == 1))
+        writes[t + 0x48] = struct.pack("<QQQQQQ", DMAP + tasks[0], DMAP + 0x20000 * (i != 1),
+                                       10**9 * i, 5, 7 + i, i)
+        writes[t + 0x78] = f"task{i}".encode() + b"\0" * 11
+    writes[0x20000 + 0x20] = struct.pack("<QQQQ", 3, 4, 99, (1 << 64) - 2)  # shmem "negative"
+    ram = ram_file(tmp_path, 16 * MiB, writes)
+
+    class View:  # what task_rows needs of a kernel view, on the Python layers
+        space = KernelSpace(ram, 0, 0, page_offset=DMAP)
+        read = space.read
+        u64 = space.u64
+        s32 = staticmethod(lambda v: struct.unpack("<i", View.space.read(v, 4))[0])
+        u32 = staticmethod(lambda v: struct.unpack("<I", View.space.read(v, 4))[0])
+        u64s = staticmethod(lambda v, n: struct.unpack(f"<{n}Q", View.space.read(v, 8 * n)))
+
+    c = _vmread.Space(str(ram.path), 0, 0, False, DMAP)
+    rows = c.tasks(DMAP + 0x9000, offsets, 100)
+    assert rows == task_rows(View, DMAP + 0x9000, offsets)
+    assert [(r[1], r[3], r[4][:5]) for r in rows] == [(1, 1, b"task0"), (2, 1, b"task1"),
+                                                      (3, 1, b"task2")]
+    assert rows[1][12:] == (0, 0, 0) and rows[0][12:] == (3, 4, (1 << 64) - 2)
+    writes[tasks[2] + 0x30] = struct.pack("<i", 0)  # pid 0 mid-list: torn
+    torn = _vmread.Space(str(ram_file(tmp_path, 16 * MiB, writes).path), 0, 0, False, DMAP)
+    with pytest.raises(Inconsistent, match="has pid 0"):
+        torn.tasks(DMAP + 0x9000, offsets, 100)
