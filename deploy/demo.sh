@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo` today: broker + 3-guest lab, samples streaming to Kafka, two faults
-# injected, verified and reverted, the fault ledger printed. (Detection, RCA and the
-# dashboard join this demo in later issues.) Leaves the lab and broker running.
+# `make demo` today: broker + 3-guest lab, samples streaming to Kafka, the demo
+# campaign (deploy/campaigns/demo.yaml: one fault per level, each verified and
+# reverted), the fault ledger printed. (Detection, RCA and the dashboard join this demo
+# in later issues.) Leaves the lab and broker running.
 set -euo pipefail
 VMROC="${PYTHON:-python3} -m vmroc.cli"
 
@@ -14,10 +15,8 @@ cleanup() { kill -TERM "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/nu
             $VMROC inject heal >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== disk-eio on g2: write errors for 8 s"
-$VMROC inject disk-eio -g g2 --duration 8s -p iotype=write
-echo "== net-drop on g3: 50% packet loss for 8 s"
-$VMROC inject net-drop -g g3 --duration 8s -p loss=50
+echo "== the demo campaign: $(dirname "$0")/campaigns/demo.yaml"
+$VMROC campaign run "$(dirname "$0")/campaigns/demo.yaml"
 cleanup
 trap - EXIT
 

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Ledger:
         self.servers = servers
         self._producer = producer
         self._down_until = 0.0
+        self._producer_lock = threading.Lock()
         self.last_error: str | None = None
 
     # -- writing -----------------------------------------------------------------------
@@ -107,6 +109,10 @@ class Ledger:
             return 0
 
     def _get_producer(self):
+        with self._producer_lock:  # a campaign records from several threads
+            return self._connect()
+
+    def _connect(self):
         if self._producer is not None:
             return self._producer
         if self.kafka is False or time.monotonic() < self._down_until:
@@ -176,11 +182,12 @@ class Ledger:
 
 
 def event(fault_id: str, kind: str, level: str, phase: str, target: dict, params: dict,
-          evidence: Any = None, ts: float | None = None) -> FaultEvent:
+          evidence: Any = None, ts: float | None = None,
+          campaign: str | None = None) -> FaultEvent:
     """A ``FaultEvent`` with JSON-clean params and evidence."""
     return FaultEvent(fault_id=fault_id, kind=kind, level=level, phase=phase,
                       ts=time.time() if ts is None else ts, target=_clean(target),
-                      params=_clean(params), evidence=_clean(evidence))
+                      params=_clean(params), evidence=_clean(evidence), campaign=campaign)
 
 
 def _clean(value: Any) -> Any:

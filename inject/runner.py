@@ -52,8 +52,10 @@ def new_fault_id(kind: str) -> str:
 
 
 def prepare(spec: FaultSpec, lab: Lab, ledger: Ledger | None = None, *,
-            progress: Progress | None = None, lease_dir=None) -> "AppliedFault":
-    """Validate ``spec`` against the registry and the lab; nothing is applied yet."""
+            progress: Progress | None = None, lease_dir=None,
+            campaign: str | None = None) -> "AppliedFault":
+    """Validate ``spec`` against the registry and the lab; nothing is applied yet.
+    ``campaign`` (an id) is recorded on every ledger entry of the fault."""
     if not isinstance(spec, FaultSpec):
         raise SpecError(f"expected a FaultSpec, got {type(spec).__name__}")
     kind = get_kind(spec.kind)
@@ -82,7 +84,7 @@ def prepare(spec: FaultSpec, lab: Lab, ledger: Ledger | None = None, *,
     fault = Fault(new_fault_id(kind.name), spec, kind, params, lab)
     kind.check(fault)
     return AppliedFault(fault, ledger if ledger is not None else Ledger(),
-                        progress=progress, lease_dir=lease_dir)
+                        progress=progress, lease_dir=lease_dir, campaign=campaign)
 
 
 def apply(spec: FaultSpec, lab: Lab, ledger: Ledger | None = None, *,
@@ -100,9 +102,10 @@ class AppliedFault:
     """One fault applied to the lab, its verification, recovery and ledger entries."""
 
     def __init__(self, fault: Fault, ledger: Ledger, *, progress: Progress | None = None,
-                 lease_dir=None):
+                 lease_dir=None, campaign: str | None = None):
         self.fault = fault
         self.ledger = ledger
+        self.campaign = campaign
         self.say = progress or (lambda msg: fault.log.info("%s", msg))
         self.lease_dir = lease_dir
         self.lease: Lease | None = None
@@ -138,7 +141,7 @@ class AppliedFault:
 
     def _record(self, phase: str, evidence: Any = None, ts: float | None = None):
         ev = event(self.id, self.kind.name, self.kind.level, phase, self._target(),
-                   self.fault.params, evidence, ts)
+                   self.fault.params, evidence, ts, campaign=self.campaign)
         self.entries.append(self.ledger.record(ev))
         return ev
 
@@ -154,7 +157,8 @@ class AppliedFault:
         fx = self.fault
         self.lease = Lease.create(self.id, {
             "kind": self.kind.name, "lab": fx.lab.name, "spec": self.spec.to_dict(),
-            "params": fx.params, "state": fx.state, "phase": "applying"},
+            "params": fx.params, "state": fx.state, "phase": "applying",
+            "campaign": self.campaign},
             self.lease_dir)
         fx._save = lambda f: self.lease.update(state=f.state)
         self.runstate = "active"
@@ -434,7 +438,8 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
         watch = {k: v for k, v in (data.get("watch") or {}).items()}
         evidence.update(recovery(lab, watch, marks, min(kind.recover_timeout, 30.0)))
     ledger.record(event(lease.fault_id, kind.name, kind.level, "recovered",
-                        {"lab": lab.name, **spec.target.to_dict()}, fx.params, evidence))
+                        {"lab": lab.name, **spec.target.to_dict()}, fx.params, evidence,
+                        campaign=data.get("campaign")))
     out["recovery"] = evidence
     lease.remove()
     return out

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "introspect.cli",
     "introspect.sample_cli",
     "inject.cli",
+    "inject.campaign_cli",
 ]
 
 

@@ -103,6 +103,7 @@ class FaultEvent(_Event):
     target: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] | str | None = None
+    campaign: str | None = None                 # campaign id, when the fault is part of one
 
     @property
     def key(self) -> str:
