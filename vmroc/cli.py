@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "introspect.sample_cli",
     "inject.cli",
     "inject.campaign_cli",
+    "detect.cli",
 ]
 
 

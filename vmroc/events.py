@@ -123,6 +123,7 @@ class Anomaly(_Event):
     detector: str
     score: float                                # higher = more abnormal
     features: list[str] = field(default_factory=list)
+    onset: float | None = None                  # first abnormal sample (ts: when confirmed)
 
     @property
     def key(self) -> str:

@@ -41,10 +41,11 @@ def next_status(guest, after_up: float):
     return guest.wait_for_status(timeout=30, where=lambda s: s["up"] > after_up)
 
 
-def test_features_match_the_guests_own_status_line(lab):
+@pytest.mark.parametrize("backend", ["accel", "mmap"])  # the C reader and its Python twin
+def test_features_match_the_guests_own_status_line(lab, backend):
     g = lab.guest("g2")
     before = next_status(g, 0)
-    with Sampler(g) as s:
+    with Sampler(g, backend=backend) as s:
         sample = s.sample()
     after = next_status(g, next_status(g, before["up"])["up"])  # two lines later: read after us
     f = sample.features
