@@ -50,14 +50,15 @@ def sample(guest: str, ts: float, **features) -> Sample:
 
 def test_featurizer_takes_rates_over_a_window_and_restarts_on_reboot():
     f = Featurizer(window_s=2.0)
-    assert f.update(sample("g", 100.0, jiffies=0, vda_wr=0, load1=0.5)) is None
+    assert f.update(sample("g", 100.0, jiffies=0, vda_wr=0, tasks=50)) is None
     names = f.names
     for i in range(1, 11):  # 5 Hz; one write burst of 10 per second, at whole seconds
-        x = f.update(sample("g", 100 + i / 5, jiffies=50 * i, vda_wr=10 * (i // 5), load1=0.5))
+        x = f.update(sample("g", 100 + i / 5, jiffies=50 * i, vda_wr=10 * (i // 5), tasks=50,
+                            log_errors=int(i == 9)))
     v = dict(zip(names, x))
     assert v["jiffies/s"] == pytest.approx(250) and v["vda_wr/s"] == pytest.approx(10)
-    assert v["load1"] == 0.5
-    assert f.update(sample("g", 103.0, jiffies=5, vda_wr=0, load1=0.1)) is None  # rebooted
+    assert v["tasks"] == 50 and v["log_errors/s"] == pytest.approx(0.5)  # 1 line in 2 s
+    assert f.update(sample("g", 103.0, jiffies=5, vda_wr=0, tasks=20)) is None  # rebooted
     assert f.restarts == 1
 
 
@@ -71,7 +72,8 @@ def guest_stream(guest, t0, seconds, hz=5, stalled_from=None, seed=0):
         if stalled_from is None or ts < stalled_from:
             jiffies += 250 / hz * rng.uniform(0.9, 1.1)
         out.append(sample(guest, ts, jiffies=int(jiffies), uptime_s=jiffies / 250,
-                          load1=rng.uniform(0.1, 0.3), memfree_kb=180000 + rng.randint(-500, 500)))
+                          tasks=50 + rng.randint(0, 1),
+                          memfree_kb=180000 + rng.randint(-500, 500)))
     return out
 
 
