@@ -16,12 +16,12 @@ test: setup
 test-fast:
 	$(PYTHON) -m pytest tests/unit
 
-# Every benchmark (~15 min); each script also runs alone, see bench/*.py --help.
+# Every benchmark (~20 min); each script also runs alone, see bench/*.py --help.
 bench: setup
 	$(PYTHON) bench/bench_lab.py
 	$(PYTHON) bench/bench_symbols.py
 	$(PYTHON) bench/bench_sampler.py
 	$(PYTHON) bench/bench_bus.py
 	$(PYTHON) -m vmroc.cli lab up --name bench --guests 3
-	$(PYTHON) bench/bench_inject.py --lab bench; rc=$$?; \
+	$(PYTHON) bench/bench_inject.py --lab bench && $(PYTHON) bench/bench_detect.py --lab bench; rc=$$?; \
 	  $(PYTHON) -m vmroc.cli lab down --name bench; exit $$rc
