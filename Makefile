@@ -23,5 +23,5 @@ bench: setup
 	$(PYTHON) bench/bench_sampler.py
 	$(PYTHON) bench/bench_bus.py
 	$(PYTHON) -m vmroc.cli lab up --name bench --guests 3
-	$(PYTHON) bench/bench_inject.py --lab bench && $(PYTHON) bench/bench_detect.py --lab bench; rc=$$?; \
+	$(PYTHON) bench/bench_inject.py --lab bench && $(PYTHON) bench/bench_campaign.py --lab bench; rc=$$?; \
 	  $(PYTHON) -m vmroc.cli lab down --name bench; exit $$rc

@@ -291,6 +291,12 @@ class Lab:
         known = ", ".join(g.name for g in self.guests)
         raise GuestError(f"unknown guest {name!r}; lab {self.name} has {known}", name)
 
+    def dependencies(self) -> dict[str, list[str]]:
+        """Guest -> the guests it calls (its HTTP client's peer): who depends on whom."""
+        by_ip = {g.ip: g.name for g in self.guests}
+        return {g.name: [by_ip[g.config["peer"]]] for g in self.guests
+                if g.config.get("peer") in by_ip and by_ip[g.config["peer"]] != g.name}
+
     # -- up ----------------------------------------------------------------------
     @classmethod
     def up(cls, guests: int = 3, name: str = "default", ram_mb: int = 256, vcpus: int = 1,

@@ -101,7 +101,8 @@ class GuestDetector:
         features = self.explainer.explain(worst[2], self.featurizer.names)
         self.log.info("%s: anomaly (score %.1f): %s", self.guest, worst[1], ", ".join(features))
         return Anomaly(guest=self.guest, ts=sample.ts, detector=self.model_name,
-                       score=round(worst[1], 3), features=features, onset=self.streak[0][0])
+                       score=round(worst[1], 3), features=features, onset=self.streak[0][0],
+                       deviations=self.explainer.deviations(worst[2], self.featurizer.names))
 
 
 class Detector:
@@ -138,5 +139,5 @@ class Detector:
                 g.anomalies += 1
                 out.append(Anomaly(guest=name, ts=self.now, detector="liveness",
                                    score=round(gap, 3), features=["samples/s"],
-                                   onset=g.last_ts))
+                                   onset=g.last_ts, deviations={"samples/s": round(gap, 2)}))
         return out

@@ -62,6 +62,12 @@ class RobustZScore(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return np.where(self.decision_function(X) < 0, -1, 1)
 
+    def deviations(self, x, names, least: float = 3.0, top: int = 12) -> dict[str, float]:
+        """Feature -> deviations from normal, for the ``top`` features beyond ``least``."""
+        z = self.zscores(np.asarray(x, dtype=float).reshape(1, -1))[0]
+        order = np.argsort(-z)[:top]
+        return {names[i]: round(float(z[i]), 2) for i in order if z[i] >= least}
+
     def explain(self, x, names, top: int = 3) -> list[str]:
         """The ``top`` features of row ``x`` furthest from normal (beyond the threshold)."""
         z = self.zscores(np.asarray(x, dtype=float).reshape(1, -1))[0]

@@ -1,2 +1,28 @@
-"""Causal root-cause analysis: rank causes per anomaly, score them against the fault ledger.
+"""Causal root-cause analysis: rank causes per incident, score them against the fault ledger.
+
+Entry points::
+
+    from rca import CausalRanker, Correlator, evaluate
+    corr = Correlator(CausalRanker(depends={"g2": ["g1"]}).fit())
+    incidents = corr.add(anomaly) + corr.flush()       # vmroc.events.Incident, causes ranked
+    report = evaluate(ledger_events, incidents)        # detected, time to detect, top-1
+
+    run_rca(servers, stop=event)                       # vmroc.anomalies -> vmroc.incidents
+
+Components (``rca.components``) name what broke: ``<guest>/<cpu|memory|disk|network|guest>``.
+Root error: ``RCAError``.
 """
+
+import logging
+
+from .components import PARTS, component, fault_part, feature_part
+from .errors import RCAError
+from .evaluate import evaluate, format_report
+from .incidents import Correlator
+from .ranker import CausalRanker
+from .worker import run_rca
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["CausalRanker", "Correlator", "evaluate", "format_report", "run_rca", "RCAError",
+           "component", "fault_part", "feature_part", "PARTS"]

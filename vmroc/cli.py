@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "inject.cli",
     "inject.campaign_cli",
     "detect.cli",
+    "rca.cli",
 ]
 
 

@@ -124,6 +124,7 @@ class Anomaly(_Event):
     score: float                                # higher = more abnormal
     features: list[str] = field(default_factory=list)
     onset: float | None = None                  # first abnormal sample (ts: when confirmed)
+    deviations: dict[str, float] = field(default_factory=dict)  # feature -> how far off
 
     @property
     def key(self) -> str:

@@ -1,0 +1,114 @@
+"""``vmroc rca``: rank the causes of anomalies, and score them against the ledger.
+
+    vmroc rca run [--lab NAME | --depends g2:g1,g3:g1] [--json]
+    vmroc rca score [--campaign ID] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from vmroc.events import to_dict
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "rca", help="group anomalies into incidents with ranked causes; score them",
+        description="`run` consumes vmroc.anomalies and vmroc.faults and publishes ranked "
+                    "incidents to vmroc.incidents; `score` compares the incidents on the bus "
+                    "with the fault ledger.")
+    sub = p.add_subparsers(dest="rca_command", metavar="run|score")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    run = sub.add_parser("run", help="incidents from anomalies, until Ctrl-C")
+    run.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
+                     help="take who-calls-whom from this lab (default: $VMROC_LAB or default)")
+    run.add_argument("--depends", default=None, metavar="G:S,...",
+                     help="who calls whom instead of the lab's, e.g. g2:g1,g3:g1")
+    run.add_argument("--window", type=float, default=10.0, metavar="S",
+                     help="anomalies starting within S seconds belong together (10)")
+    run.add_argument("--quiet", type=float, default=8.0, metavar="S",
+                     help="an incident closes after S seconds without anomalies (8)")
+    run.add_argument("--group", default="vmroc-rca", help="Kafka consumer group")
+    run.add_argument("--from-beginning", action="store_true",
+                     help="start at the oldest retained anomaly (a new group only)")
+    run.add_argument("--json", action="store_true", help="print incidents as JSON lines")
+    run.set_defaults(func=cmd_run)
+    score = sub.add_parser("score", help="score the incidents on the bus against the ledger")
+    score.add_argument("--campaign", default=None, help="only the faults of this campaign id")
+    score.add_argument("--idle", type=float, default=3.0, metavar="S",
+                       help="stop reading a topic after S seconds without events (3)")
+    score.add_argument("--json", action="store_true", help="print the report as JSON")
+    score.set_defaults(func=cmd_score)
+
+
+def _depends(args) -> dict[str, list[str]]:
+    if args.depends:
+        out: dict[str, list[str]] = {}
+        for pair in args.depends.split(","):
+            guest, _, server = pair.partition(":")
+            if not guest or not server:
+                from .errors import RCAError
+                raise RCAError(f"bad --depends entry {pair!r}: use GUEST:SERVER, e.g. g2:g1")
+            out.setdefault(guest, []).append(server)
+        return out
+    from deploy import Lab
+    lab = Lab(args.lab)
+    return lab.dependencies() if lab.is_up else {}
+
+
+def cmd_run(args) -> int:
+    from .worker import run_rca
+    depends = _depends(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def show(i) -> None:
+        if args.json:
+            print(json.dumps(to_dict(i)), flush=True)
+            return
+        when = time.strftime("%H:%M:%S", time.localtime(i.ts))
+        print(f"{when} incident {i.id} on {','.join(i.guests)}"
+              f"{' (fault ' + i.fault_id + ')' if i.fault_id else ''}", flush=True)
+        for rank, c in enumerate(i.causes[:3], 1):
+            feats = ", ".join((c.evidence or {}).get("features", {}))
+            print(f"  {rank}. {c.component:<14} {c.score:5.2f}  {feats}", flush=True)
+
+    print(f"vmroc: ranking causes (depends: {depends or 'none'}); Ctrl-C stops",
+          file=sys.stderr)
+    run_rca(stop=stop, depends=depends, group=args.group, from_beginning=args.from_beginning,
+            on_incident=show, window_s=args.window, quiet_s=args.quiet)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from vmroc.bus import FAULTS, INCIDENTS, Consumer
+
+    from .evaluate import evaluate, format_report
+
+    def read(topic):
+        events = []
+        with Consumer(topic, group=None, from_beginning=True, dlq=False) as c:
+            c.run(lambda m: events.append(m.event), idle_timeout=args.idle)
+        return events
+
+    faults = [e for e in read(FAULTS) if args.campaign in (None, e.campaign)]
+    incidents = read(INCIDENTS)
+    if args.campaign:
+        ids = {e.fault_id for e in faults}
+        incidents = [i for i in incidents if i.fault_id in ids or (
+            i.fault_id is None and _during(i, faults))]
+    report = evaluate(faults, incidents)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _during(incident, faults) -> bool:
+    """Whether an unmatched incident falls within the campaign's time span."""
+    times = [e.ts for e in faults]
+    return bool(times) and min(times) <= incident.ts <= max(times) + 30

@@ -1,0 +1,49 @@
+"""RCA as a Kafka worker: ``vmroc.anomalies`` and ``vmroc.faults`` in, ``vmroc.incidents``
+out. One worker (the anomalies topic has one partition: incidents span guests)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Mapping
+
+from vmroc.bus import ANOMALIES, FAULTS, Consumer, Producer
+from vmroc.events import Anomaly, FaultEvent, Incident
+
+from .incidents import Correlator
+from .ranker import CausalRanker
+
+log = logging.getLogger(__name__)
+GROUP = "vmroc-rca"
+
+
+def run_rca(servers: str | None = None, *, stop: threading.Event | None = None,
+            depends: Mapping[str, list[str]] | None = None, group: str = GROUP,
+            from_beginning: bool = False,
+            on_incident: Callable[[Incident], None] | None = None,
+            correlator: Correlator | None = None, **options) -> Correlator:
+    """Correlate anomalies into ranked incidents until ``stop``; returns the correlator."""
+    stop = stop or threading.Event()
+    corr = correlator or Correlator(CausalRanker(depends).fit(), **options)
+    with Consumer([ANOMALIES, FAULTS], servers, group=group,
+                  from_beginning=from_beginning) as inp, Producer(inp.servers) as out:
+        def publish(incidents: list[Incident]) -> None:
+            for incident in incidents:
+                out.send(incident)
+                if on_incident is not None:
+                    on_incident(incident)
+            out.flush()
+
+        while not stop.is_set():
+            for msg in inp.poll(0.5):
+                if isinstance(msg.event, FaultEvent):
+                    corr.add_fault(msg.event)
+                elif isinstance(msg.event, Anomaly):
+                    publish(corr.add(msg.event))
+            publish(corr.flush(time.time()))  # wall clock: live streams only
+            if not corr.open:  # every anomaly read so far is in a published incident
+                inp.commit()
+        publish(corr.flush())
+        inp.commit()
+    return corr

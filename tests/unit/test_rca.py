@@ -1,0 +1,104 @@
+"""Root-cause ranking, incident grouping and scoring on synthetic anomalies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rca import CausalRanker, Correlator, RCAError, evaluate, fault_part, feature_part
+from vmroc.events import Anomaly, FaultEvent
+
+TOPOLOGY = {"g2": ["g1"], "g3": ["g1"]}  # g2 and g3 call g1
+
+
+def anomaly(guest, onset, **deviations) -> Anomaly:
+    devs = {k.replace("__", "/"): v for k, v in deviations.items()}
+    return Anomaly(guest=guest, ts=onset + 0.6, detector="robust", score=1.0,
+                   features=list(devs), onset=onset, deviations=devs)
+
+
+def test_features_and_faults_map_to_parts():
+    assert [feature_part(f) for f in ("vda_wr/s", "eth0_rxp/s", "memfree_kb", "jiffies/s",
+                                      "cpu_user_s/s", "log_errors/s", "samples/s")] == \
+        ["disk", "network", "memory", "guest", "cpu", "disk", "guest"]
+    assert fault_part("disk-eio", "disk") == "disk"
+    assert fault_part("guest-suspend", "cluster") == "guest"
+    assert fault_part("net-partition", "cluster") == "network"
+
+
+def test_the_guest_that_broke_first_is_the_cause_not_its_clients():
+    ranker = CausalRanker(TOPOLOGY).fit()
+    loud = {"eth0_rxp__s": 15, "eth0_txp__s": 15, "eth0_rxb__s": 15, "eth0_txb__s": 15}
+    incident = [anomaly("g2", 101.0, **loud),  # the clients suffer later, and loudly,
+                anomaly("g3", 101.5, **loud),
+                anomaly("g1", 100.0, vda_ioms__s=9, log_errors__s=20)]  # the server's disk first
+    causes = ranker.rank(incident)
+    assert causes[0].component == "g1/disk"
+    assert causes[0].evidence["features"] == {"log_errors/s": 20, "vda_ioms/s": 9}
+    assert abs(sum(c.score for c in causes) - 1) < 1e-3
+    unrelated = CausalRanker().fit().rank(incident)  # without the graph, the clients win
+    assert unrelated[0].component in ("g2/network", "g3/network")
+
+
+def test_several_moved_features_outvote_one_extreme_one():
+    causes = CausalRanker().fit().rank([anomaly("g2", 0.0, tasks_zombie=60, rq_nr_running=11,
+                                                tasks_running=10, vda_ioms__s=7)])
+    assert [c.component for c in causes] == ["g2/cpu", "g2/disk"]
+
+
+def test_a_component_noisy_in_history_needs_more_evidence():
+    history = [anomaly("g1", t, eth0_rxp__s=9) for t in range(0, 100, 10)]
+    incident = [anomaly("g1", 200.0, eth0_rxp__s=9, vda_wr__s=7)]
+    assert CausalRanker().fit().rank(incident)[0].component == "g1/network"
+    assert CausalRanker().fit(history).rank(incident)[0].component == "g1/disk"
+
+
+def test_rank_before_fit_and_bad_settings_are_errors():
+    with pytest.raises(RCAError, match="before fit"):
+        CausalRanker().rank([anomaly("g1", 0, vda_wr__s=9)])
+    with pytest.raises(RCAError, match="propagation"):
+        CausalRanker(propagation=0).fit()
+
+
+def fault(fid, kind, level, guest, phase, ts) -> FaultEvent:
+    return FaultEvent(fault_id=fid, kind=kind, level=level, phase=phase, ts=ts,
+                      target={"guests": [guest]}, campaign="c1")
+
+
+def test_incidents_group_close_match_and_score():
+    ledger = [fault("f1", "disk-eio", "disk", "g2", "injected", 100.0),
+              fault("f1", "disk-eio", "disk", "g2", "effect-observed", 101.0),
+              fault("f1", "disk-eio", "disk", "g2", "recovered", 112.0),
+              fault("f2", "mem-pressure", "memory", "g3", "injected", 200.0),
+              fault("f2", "mem-pressure", "memory", "g3", "recovered", 211.0),
+              fault("f3", "net-drop", "network", "g3", "injected", 300.0)]
+    corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
+    for ev in ledger:
+        corr.add_fault(ev)
+    out = corr.add(anomaly("g2", 101.0, log_errors__s=20))
+    out += corr.add(anomaly("g2", 104.0, vda_ioms__s=5, cpu_iowait_s__s=4))
+    assert out == [] and corr.flush(108.0) == []           # still within quiet_s
+    out += corr.flush(113.0)                                # quiet: closed
+    out += corr.add(anomaly("g3", 200.7, memfree_kb=15))
+    out += corr.add(anomaly("g1", 250.0, eth0_rxp__s=9))    # no fault then: a false alarm
+    out += corr.flush()
+    assert [(i.guests, i.fault_id) for i in out] == [(["g2"], "f1"), (["g3"], "f2"),
+                                                     (["g1"], None)]
+    assert out[0].causes[0].component == "g2/disk" and len(out[0].anomalies) == 2
+    report = evaluate(ledger, out)
+    assert (report["faults"], report["detected"], report["top1"], report["false_alarms"]) == \
+        (3, 2, 2, 1)
+    rows = {r["kind"]: r for r in report["rows"]}
+    assert rows["disk-eio"]["time_to_detect_s"] == pytest.approx(1.6)
+    assert rows["disk-eio"]["effective"] and not rows["mem-pressure"]["effective"]
+    assert rows["net-drop"]["detected"] is False and rows["net-drop"]["rank"] is None
+
+
+def test_cli_bad_depends_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "vmroc.cli", "rca", "run", "--depends", "g2"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("RCAError: bad --depends entry 'g2': use GUEST:SERVER, "
+                                   "e.g. g2:g1")
