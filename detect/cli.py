@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 
 from vmroc.events import to_dict
+from vmroc.proc import stop_on_signals
 
 
 def register(subparsers) -> None:
@@ -44,9 +43,7 @@ def cmd_detect(args) -> int:
     options = {"model": args.model, "baseline_s": args.baseline, "silence_s": args.silence}
     if args.model == "robust":
         options["threshold"] = args.threshold
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     def show(a) -> None:
         if args.json:

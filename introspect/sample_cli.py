@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 
 from vmroc.events import to_dict
+from vmroc.proc import stop_on_signals
 
 from .backends import BACKENDS
 
@@ -78,9 +77,7 @@ def cmd_sample(args) -> int:
     if args.publish:
         from vmroc.bus import Producer
         producer = Producer()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     def handle(sample) -> None:
         if producer is not None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 
 from vmroc.events import to_dict
+from vmroc.proc import stop_on_signals
 
 
 def register(subparsers) -> None:
@@ -64,9 +63,7 @@ def _depends(args) -> dict[str, list[str]]:
 def cmd_run(args) -> int:
     from .worker import run_rca
     depends = _depends(args)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     def show(i) -> None:
         if args.json:

@@ -1,6 +1,10 @@
-"""Host processes as ``/proc`` shows them: live or not, and when they started."""
+"""Host processes as ``/proc`` shows them (live or not, when they started), and the
+stop signal of long-running workers."""
 
 from __future__ import annotations
+
+import signal
+import threading
 
 
 def start_time(pid: int | None) -> str | None:
@@ -20,3 +24,12 @@ def start_time(pid: int | None) -> str | None:
 def alive(pid: int | None) -> bool:
     """True if ``pid`` is a live (not zombie) process."""
     return start_time(pid) is not None
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (also when started in the background, where
+    SIGINT may be ignored): long-running workers loop until it is set."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
