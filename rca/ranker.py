@@ -31,6 +31,8 @@ from .errors import RCAError
 
 __all__ = ["CausalRanker"]
 
+CLOCK = "jiffies/s"  # the guest's own clock rate
+
 
 class CausalRanker:
     """Temporal precedence on the guests' dependency graph, over anomaly evidence."""
@@ -89,11 +91,16 @@ class CausalRanker:
 
     @staticmethod
     def _evidence(a: Anomaly) -> dict[str, tuple[float, dict[str, float]]]:
-        """Component -> (summed deviation, {feature: deviation}) of one anomaly."""
+        """Component -> (summed deviation, {feature: deviation}) of one anomaly.
+
+        When the guest's clock is off (``jiffies/s``), every other rate is too: they
+        are counted in guest time, so the evidence is the whole guest's, not its CPU's."""
         devs = a.deviations or {name: 1.0 for name in a.features}
+        clock_off = CLOCK in devs
         out: dict[str, tuple[float, dict[str, float]]] = {}
         for name, dev in devs.items():
-            comp = component(a.guest, feature_part(name))
+            part = "guest" if clock_off and name.endswith("/s") else feature_part(name)
+            comp = component(a.guest, part)
             total, names = out.get(comp, (0.0, {}))
             out[comp] = (total + math.log1p(dev), {**names, name: dev})
         return out

@@ -102,3 +102,12 @@ def test_cli_bad_depends_is_one_line():
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("RCAError: bad --depends entry 'g2': use GUEST:SERVER, "
                                    "e.g. g2:g1")
+
+
+def test_a_stopped_clock_explains_every_rate_of_the_guest():
+    paused = anomaly("g2", 0.0, cpu_idle_s__s=10.6, jiffies__s=10.3, uptime_s__s=10.3,
+                     rq_nr_switches__s=3.9, vm_pgfault__s=4.1, tasks_running=4)
+    causes = CausalRanker().fit().rank([paused])
+    assert causes[0].component == "g2/guest" and "cpu_idle_s/s" in causes[0].evidence["features"]
+    busy = anomaly("g2", 0.0, cpu_user_s__s=10, rq_nr_switches__s=9, uptime_s__s=4)
+    assert CausalRanker().fit().rank([busy])[0].component == "g2/cpu"  # clock fine: the CPU
