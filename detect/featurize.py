@@ -26,6 +26,7 @@ RATES = (
     "vda_rd", "vda_wr", "vda_rsec", "vda_wsec", "vda_ioms",
     "eth0_rxp", "eth0_txp", "eth0_rxb", "eth0_txb",
     "eth0_rxdrop", "eth0_txdrop", "eth0_rxerr", "eth0_txerr",
+    "tcp_retrans", "tcp_timeouts", "tcp_lost_retrans", "tcp_outrsts", "tcp_inerrs",
 )
 # Per-sample counts of new events (kernel log lines; log_errors: level err or worse):
 # summed over the window, per second, so one error line stays visible for a window.

@@ -303,8 +303,31 @@ def read_net(k: GuestKernel) -> dict[str, float]:
 
 read_net.REQUIRES = ["init_net"]
 
+# (feature, netns_mib member, enumerator): what `netstat -s` shows; packet loss on the
+# path shows up as TCP retransmissions and timeouts, not in the NIC's counters
+SNMP = (("tcp_retrans", "tcp_statistics", "TCP_MIB_RETRANSSEGS"),
+        ("tcp_inerrs", "tcp_statistics", "TCP_MIB_INERRS"),
+        ("tcp_outrsts", "tcp_statistics", "TCP_MIB_OUTRSTS"),
+        ("tcp_timeouts", "net_statistics", "LINUX_MIB_TCPTIMEOUTS"),
+        ("tcp_lost_retrans", "net_statistics", "LINUX_MIB_TCPLOSTRETRANSMIT"))
+
+
+def read_snmp(k: GuestKernel) -> dict[str, float]:
+    """TCP counters of the initial network namespace (per-CPU MIBs, summed)."""
+    mib = k.sym("init_net") + k.off("net", "mib")
+    f = {}
+    for name, member, enumerator in SNMP:
+        table = k.u64(mib + k.off("netns_mib", member))  # __percpu pointer
+        at = table + 8 * k.symbols.constant(enumerator)
+        f[name] = sum(k.u64(at + k.per_cpu_offset[cpu]) for cpu in range(k.nr_cpus))
+    return f
+
+
+read_snmp.REQUIRES = ["init_net"]
+
 # name -> reader; readers taking ``hz`` get the guest's tick rate
 GROUPS: dict[str, Callable] = {
     "load": read_load, "runqueues": read_runqueues, "time": read_time,
     "cpustat": read_cpustat, "vmstat": read_vmstat, "block": read_block, "net": read_net,
+    "snmp": read_snmp,
 }

@@ -252,6 +252,7 @@ class SymbolTable:
         self.base_types: dict[str, dict] = isf["base_types"]
         self.enums: dict[str, dict] = isf["enums"]
         self._flat: dict[str, dict[str, tuple[int, dict]]] = {}
+        self._constants: dict[str, int] | None = None
         banner = self.symbols.get("linux_banner", {}).get("constant_data")
         import base64
         self.banner = base64.b64decode(banner).decode("latin-1") if banner else ""
@@ -360,3 +361,14 @@ class SymbolTable:
             return self.enums[name]["constants"]
         except KeyError:
             raise SymbolLookupError(f"enum {name!r} not in {self.source}") from None
+
+    def constant(self, name: str) -> int:
+        """The value of enumerator ``name`` in any enum, named or not (e.g. the
+        anonymous enums of ``linux/snmp.h``)."""
+        if self._constants is None:
+            self._constants = {c: v for e in self.enums.values()
+                               for c, v in e["constants"].items()}
+        try:
+            return self._constants[name]
+        except KeyError:
+            raise SymbolLookupError(f"enumerator {name!r} not in {self.source}") from None

@@ -14,7 +14,7 @@ PARTS = ("cpu", "memory", "disk", "network", "guest")
 _FEATURE_PARTS = (
     (("jiffies", "uptime_s", "samples"), "guest"),
     (("vda_", "cpu_iowait_s", "rq_nr_iowait", "tasks_blocked", "log_errors"), "disk"),
-    (("eth0_",), "network"),
+    (("eth0_", "tcp_"), "network"),
     (("memfree_kb", "vm_"), "memory"),
     (("cpu_", "rq_", "tasks", "top"), "cpu"),
 )

@@ -48,7 +48,7 @@ def evaluate(faults: list[FaultEvent], incidents: list[Incident]) -> dict[str, A
         "detected": sum(r["detected"] for r in rows),
         "top1": sum(r["rank"] == 1 for r in rows),
         "top3": sum(r["rank"] is not None and r["rank"] <= 3 for r in rows),
-        "median_time_to_detect_s": statistics.median(ttd) if ttd else None,
+        "median_time_to_detect_s": round(statistics.median(ttd), 2) if ttd else None,
         "incidents": len(incidents),
         "false_alarms": len(false_alarms),
         "rows": rows,

@@ -11,7 +11,12 @@ guest as a whole). Two causal rules order them:
   incident's first anomaly counts less (half for every ``half_life_s`` of delay);
 - *propagation*: a guest that depends on another (a client on its server), or that
   another depends on, and whose anomaly started after that guest's, is more likely
-  showing an effect: its evidence is damped by ``propagation``.
+  showing an effect: its evidence is damped towards ``propagation``, fully once the
+  lag reaches ``lag_s`` (onsets a fraction of a second apart say little);
+- *common cause*: a broken network disturbs every conversation of its guest, so
+  network evidence counts in proportion to the share of the guest's neighbours that
+  are anomalous too (at least a quarter): a server whose other clients are fine is
+  less likely where the packets were lost than a client whose one peer suffers.
 
 ``fit(history)`` learns how often each component is anomalous in ordinary times, so
 a component that is noisy anyway needs more evidence (its score is divided by
@@ -38,15 +43,16 @@ class CausalRanker:
     """Temporal precedence on the guests' dependency graph, over anomaly evidence."""
 
     def __init__(self, depends: Mapping[str, Iterable[str]] | None = None,
-                 half_life_s: float = 5.0, propagation: float = 0.3):
+                 half_life_s: float = 5.0, propagation: float = 0.3, lag_s: float = 1.0):
         self.depends = depends
         self.half_life_s = half_life_s
         self.propagation = propagation
+        self.lag_s = lag_s
 
     def fit(self, history: Iterable[Anomaly] = ()) -> "CausalRanker":
         """Learn the dependency edges (both ways) and each component's usual noise."""
-        if not 0 < self.propagation <= 1 or self.half_life_s <= 0:
-            raise RCAError("propagation must be in (0, 1] and half_life_s > 0")
+        if not 0 < self.propagation <= 1 or self.half_life_s <= 0 or self.lag_s <= 0:
+            raise RCAError("propagation must be in (0, 1], half_life_s and lag_s > 0")
         self.neighbours_: dict[str, set[str]] = defaultdict(set)
         for guest, servers in (self.depends or {}).items():
             for server in servers:
@@ -73,14 +79,20 @@ class CausalRanker:
         for a in anomalies:
             t = a.onset if a.onset is not None else a.ts
             weight = 0.5 ** ((t - first) / self.half_life_s)
-            if any(onset[n] < onset[a.guest] for n in self.neighbours_[a.guest] if n in onset):
-                weight *= self.propagation  # a neighbour broke earlier: likely an effect
+            earlier = [onset[n] for n in self.neighbours_[a.guest] if n in onset]
+            lag = onset[a.guest] - min(earlier, default=onset[a.guest])
+            if lag > 0:  # a neighbour broke earlier: likely an effect
+                weight *= 1 - (1 - self.propagation) * min(1.0, lag / self.lag_s)
             for comp, (value, names) in self._evidence(a).items():
                 scores[comp] += weight * value
                 for name, dev in names.items():
                     features[comp][name] = max(features[comp].get(name, 0.0), dev)
         for comp in scores:
             scores[comp] /= 1.0 + self.noise_.get(comp, 0.0)
+            guest, part = comp.split("/", 1)
+            peers = self.neighbours_[guest]
+            if part == "network" and peers:
+                scores[comp] *= max(len(peers & onset.keys()) / len(peers), 0.25)
         total = sum(scores.values()) or 1.0
         ranked = sorted(scores, key=lambda c: -scores[c])
         return [Cause(component=c, score=round(scores[c] / total, 4),

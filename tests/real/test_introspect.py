@@ -82,6 +82,20 @@ def test_kernel_log_lines_written_in_the_guest_appear(lab):
     assert n >= int(line["up"]) // 5 - 2
 
 
+def test_tcp_counters_see_packet_loss_the_nic_does_not(lab, tmp_path):
+    """Frames dropped on the bridge never reach eth0's counters; TCP retransmits them."""
+    from inject import FaultSpec, Ledger, run
+    g = lab.guest("g3")
+    lossy = ("tcp_retrans", "tcp_timeouts")
+    with Sampler(g) as s:
+        before = s.sample().features
+        run(FaultSpec("net-drop", ["g3"], {"loss": 100}, duration=4), lab,
+            Ledger(tmp_path / "ledger.jsonl", kafka=False))
+        after = s.sample().features
+    assert sum(after[k] - before[k] for k in lossy) >= 1, {k: (before[k], after[k]) for k in lossy}
+    assert after["eth0_rxdrop"] == before["eth0_rxdrop"]
+
+
 def test_task_lists_agree_across_backends_on_a_paused_guest(lab):
     g = lab.guest("g3")
     samplers = {b: Sampler(g, backend=b) for b in ("accel", "mmap", "libvmi", "volatility")}

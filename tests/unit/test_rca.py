@@ -111,3 +111,10 @@ def test_a_stopped_clock_explains_every_rate_of_the_guest():
     assert causes[0].component == "g2/guest" and "cpu_idle_s/s" in causes[0].evidence["features"]
     busy = anomaly("g2", 0.0, cpu_user_s__s=10, rq_nr_switches__s=9, uptime_s__s=4)
     assert CausalRanker().fit().rank([busy])[0].component == "g2/cpu"  # clock fine: the CPU
+
+
+def test_lost_packets_are_blamed_on_the_guest_whose_every_peer_suffers():
+    # g3 loses packets: g3 and its server g1 retransmit; g1's other client g2 is fine
+    both_ends = [anomaly("g1", 100.0, tcp_retrans__s=14, tcp_timeouts__s=12),
+                 anomaly("g3", 100.4, tcp_retrans__s=12, tcp_timeouts__s=10)]
+    assert CausalRanker(TOPOLOGY).fit().rank(both_ends)[0].component == "g3/network"
