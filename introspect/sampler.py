@@ -8,6 +8,7 @@ guest over QMP around the read for an exact snapshot.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
@@ -42,6 +43,13 @@ def symbols_for(guest: Any, progress=None) -> SymbolFiles:
     return build_isf(kernel, [m for m in modules if m.exists()], progress=progress)
 
 
+@functools.lru_cache(maxsize=8)
+def _table(isf: str, mtime_ns: int) -> SymbolTable:
+    """One loaded symbol table per ISF file (0.2 s to load): samplers of guests running
+    the same kernel, and a stream re-opening a guest that came back, share it."""
+    return SymbolTable.load(Path(isf))
+
+
 def kernel_hz(guest: Any) -> int:
     """CONFIG_HZ of a lab guest's kernel, from the config kept next to it."""
     try:
@@ -71,7 +79,7 @@ class Sampler:
         self.log = log.getChild(self.name)
         self._check_alive()
         self.files = symbols or symbols_for(guest)
-        self.table = SymbolTable.load(self.files.isf)
+        self.table = _table(str(self.files.isf), self.files.isf.stat().st_mtime_ns)
         self.hz = hz or kernel_hz(guest)
         self.seq = 0
         if backend == "volatility":
