@@ -5,7 +5,6 @@ Fixtures live in small plugin modules so each stage owns its own:
 """
 
 import os
-import tempfile
 
 pytest_plugins = [
     name for name in ("tests.fixtures_lab", "tests.fixtures_broker")

@@ -133,7 +133,7 @@ class DiskHang:
     window = 8.0
 
     def invoke(fx: Fault) -> None:
-        node = _splice(fx, {})
+        _splice(fx, {})  # a blkdebug node without error rules: only breakpoints below
         types = ["read", "write"] if fx.params["iotype"] == "both" else [fx.params["iotype"]]
         tags = [f"{t}-{c.short_id(fx)}" for t in types]
         fx.state["tags"] = tags

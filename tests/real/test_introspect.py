@@ -12,7 +12,6 @@ import time
 import pytest
 
 from deploy import Lab
-from introspect.errors import IntrospectError
 from introspect.features import read_tasks
 from introspect.kernel import GuestKernel, KernelMismatchError, NotAGuestError
 from introspect.sampler import Sampler, symbols_for
