@@ -92,16 +92,19 @@ class GuestDetector:
                 self.log.info("%s: back to normal", self.guest)
             return None
         self.normal_run = 0
+        if self.in_episode:  # already reported; wait for it to clear
+            return None
         self.streak.append((sample.ts, score, x))
-        if self.in_episode or len(self.streak) < self.confirm:
+        if len(self.streak) < self.confirm:
             return None
         self.in_episode = True
         self.anomalies += 1
         worst = max(self.streak, key=lambda s: s[1])
         features = self.explainer.explain(worst[2], self.featurizer.names)
         self.log.info("%s: anomaly (score %.1f): %s", self.guest, worst[1], ", ".join(features))
+        onset, self.streak = self.streak[0][0], []
         return Anomaly(guest=self.guest, ts=sample.ts, detector=self.model_name,
-                       score=round(worst[1], 3), features=features, onset=self.streak[0][0],
+                       score=round(worst[1], 3), features=features, onset=onset,
                        deviations=self.explainer.deviations(worst[2], self.featurizer.names))
 
 
