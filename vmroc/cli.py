@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "inject.campaign_cli",
     "detect.cli",
     "rca.cli",
+    "service.cli",
 ]
 
 
