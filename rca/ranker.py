@@ -37,6 +37,9 @@ from .errors import RCAError
 __all__ = ["CausalRanker"]
 
 CLOCK = "jiffies/s"  # the guest's own clock rate
+# Kernel error lines are the kernel saying what failed, not a side effect measured
+# statistically: their evidence counts this many times.
+EXPLICIT = {"log_errors/s": 5.0}
 
 
 class CausalRanker:
@@ -114,5 +117,5 @@ class CausalRanker:
             part = "guest" if clock_off and name.endswith("/s") else feature_part(name)
             comp = component(a.guest, part)
             total, names = out.get(comp, (0.0, {}))
-            out[comp] = (total + math.log1p(dev), {**names, name: dev})
+            out[comp] = (total + EXPLICIT.get(name, 1.0) * math.log1p(dev), {**names, name: dev})
         return out
