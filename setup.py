@@ -5,7 +5,7 @@ pure-Python reader (``--backend mmap``)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("introspect._accel._vmread", ["introspect/_accel/vmread.c"],
+setup(ext_modules=[Extension("vmroc.introspect._accel._vmread", ["introspect/_accel/vmread.c"],
                              extra_compile_args=["-O2", "-Wall", "-Wextra",
                                                  "-Wno-missing-field-initializers"],
                              optional=True)])

@@ -150,7 +150,7 @@ def main() -> int:
     broker = None
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if not servers:
-        from deploy.broker import Broker
+        from vmroc.deploy.broker import Broker
         from tests.fixtures_broker import free_ports
         port, cport = free_ports(2)
         broker = Broker(tempfile.mkdtemp(prefix="vmroc-bench-kafka-"), port=port,

@@ -20,12 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-from deploy import Lab
-from detect import Detector
-from inject import Ledger
-from inject.campaign import Campaign, run_campaign
-from introspect.stream import stream
-from rca import CausalRanker, Correlator, evaluate, format_report
+from vmroc.deploy import Lab
+from vmroc.detect import Detector
+from vmroc.inject import Ledger
+from vmroc.inject.campaign import Campaign, run_campaign
+from vmroc.introspect.stream import stream
+from vmroc.rca import CausalRanker, Correlator, evaluate, format_report
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "campaigns" / "demo.yaml"
 

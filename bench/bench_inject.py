@@ -15,8 +15,8 @@ import statistics
 import sys
 import time
 
-from deploy import Lab
-from inject import FaultSpec, Ledger, all_kinds, run
+from vmroc.deploy import Lab
+from vmroc.inject import FaultSpec, Ledger, all_kinds, run
 
 DURATION = {"cpu-mce": 0, "cpu-nmi": 0, "mem-mce": 0, "mem-bitflip": 0, "disk-corrupt": 0,
             "guest-reboot": 0}

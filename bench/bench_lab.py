@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from deploy import Lab
+from vmroc.deploy import Lab
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,9 +12,9 @@ import json
 import statistics
 import time
 
-from deploy import Lab
-from introspect.sampler import Sampler, symbols_for
-from introspect.stream import stream
+from vmroc.deploy import Lab
+from vmroc.introspect.sampler import Sampler, symbols_for
+from vmroc.introspect.stream import stream
 
 
 def time_samples(sampler: Sampler, n: int) -> list[float]:

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy import build_image
-from introspect import SymbolTable, build_isf
+from vmroc.deploy import build_image
+from vmroc.introspect import SymbolTable, build_isf
 
 
 def volatility_load(path: Path) -> float:

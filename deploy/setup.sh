@@ -35,7 +35,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
    || [ introspect/_accel/vmread.c -nt "$stamp" ] || [ "$installed" != "$(pwd -P)" ]; then
     echo "setup: installing Python packages and building the C accelerator (pip install -e .)"
     "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-        --config-settings editable_mode=compat -e .
+        -e .
     mkdir -p build && touch "$stamp"
 fi
 echo "setup: ok"

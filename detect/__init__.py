@@ -2,7 +2,7 @@
 
 Entry points::
 
-    from detect import Detector
+    from vmroc.detect import Detector
     det = Detector(model="robust", baseline_s=20)     # per-guest baselines
     anomalies = det.update(sample)                    # list of vmroc.events.Anomaly
 

@@ -3,7 +3,7 @@ and recorded in the fault ledger (Kafka topic ``vmroc.faults`` + a local JSONL f
 
 Entry point::
 
-    from inject import FaultSpec, apply, Ledger
+    from vmroc.inject import FaultSpec, apply, Ledger
     spec = FaultSpec("disk-eio", ["g1"], {"iotype": "write"}, duration=5)
     with apply(spec, lab, Ledger()) as fault:     # validated, leased, invoked
         fault.hold()                              # verifies the effect meanwhile
@@ -26,7 +26,7 @@ from .registry import KINDS, LEVELS, Kind, Param, all_kinds, get_kind, register
 from .runner import AppliedFault, apply, prepare, run
 from .spec import FaultSpec, Target, parse_duration
 
-logging.getLogger("inject").addHandler(logging.NullHandler())
+logging.getLogger("vmroc.inject").addHandler(logging.NullHandler())
 
 __all__ = [
     "apply", "run", "FaultSpec", "Target", "AppliedFault", "Ledger", "heal",

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from deploy import Lab
+from vmroc.deploy import Lab
 from vmroc.home import subdir
 
 from .errors import InjectError, SpecError

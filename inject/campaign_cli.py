@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from deploy import Lab
+from vmroc.deploy import Lab
 
 from .campaign import Campaign, run_campaign
 from .ledger import Ledger

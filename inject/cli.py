@@ -127,7 +127,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_inject(args) -> int:
-    from deploy import Lab
+    from vmroc.deploy import Lab
 
     from .runner import run
     from .spec import FaultSpec, Target, parse_duration

@@ -12,18 +12,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from deploy import GuestError, Lab, StatusLine
-from deploy.status import parse_line
+from vmroc.deploy import GuestError, Lab, StatusLine
+from vmroc.deploy.status import parse_line
 
 from .errors import ApplyError, TargetError
 from .spec import FaultSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from deploy import Guest
+    from vmroc.deploy import Guest
 
     from .registry import Kind
 
-log = logging.getLogger("inject")
+log = logging.getLogger("vmroc.inject")
 
 
 class SerialMark:

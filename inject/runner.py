@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from deploy import GuestError, Lab
+from vmroc.deploy import GuestError, Lab
 from vmroc.errors import VmrocError
 from vmroc.events import to_dict
 
@@ -37,7 +37,7 @@ from .spec import FaultSpec
 
 __all__ = ["apply", "prepare", "run", "AppliedFault", "Interrupted", "heal_lease"]
 
-log = logging.getLogger("inject")
+log = logging.getLogger("vmroc.inject")
 POLL = 0.5
 WATCH_KEYS = ("http_ok", "disk_ok", "cpu_ops")
 Progress = Callable[[str], None]

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def _guests(args):
-    from deploy import Lab
+    from vmroc.deploy import Lab
     lab = Lab(args.lab)
     names = [n for arg in args.guest for n in arg.split(",") if n]
     return [lab.guest(n) for n in names] if names else lab.guests

@@ -2,7 +2,7 @@
 
 Entry points::
 
-    from rca import CausalRanker, Correlator, evaluate
+    from vmroc.rca import CausalRanker, Correlator, evaluate
     corr = Correlator(CausalRanker(depends={"g2": ["g1"]}).fit())
     incidents = corr.add(anomaly) + corr.flush()       # vmroc.events.Incident, causes ranked
     report = evaluate(ledger_events, incidents)        # detected, time to detect, top-1

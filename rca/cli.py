@@ -55,7 +55,7 @@ def _depends(args) -> dict[str, list[str]]:
                 raise RCAError(f"bad --depends entry {pair!r}: use GUEST:SERVER, e.g. g2:g1")
             out.setdefault(guest, []).append(server)
         return out
-    from deploy import Lab
+    from vmroc.deploy import Lab
     lab = Lab(args.lab)
     return lab.dependencies() if lab.is_up else {}
 

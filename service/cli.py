@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def cmd_record(args) -> int:
-    from deploy import Lab
+    from vmroc.deploy import Lab
     from vmroc.proc import stop_on_signals
 
     from .recording import record
@@ -63,7 +63,7 @@ def cmd_replay(args) -> int:
         print(json.dumps(stats) if args.json else
               f"vmroc: {stats['sent']} events published, {stats['skipped']} bad lines skipped")
         return 0
-    from rca import format_report
+    from vmroc.rca import format_report
     report = replay_offline(args.file, model=args.model, baseline_s=args.baseline)
     if args.json:
         print(json.dumps(report, indent=1))

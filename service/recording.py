@@ -96,8 +96,8 @@ def read_recording(path: str | Path, stats: dict[str, int] | None = None
 def replay_offline(path: str | Path, depends: dict | None = None,
                    **detector_options: Any) -> dict[str, Any]:
     """Detection and RCA on a recording's samples, scored against its ledger events."""
-    from detect import Detector
-    from rca import CausalRanker, Correlator, evaluate
+    from vmroc.detect import Detector
+    from vmroc.rca import CausalRanker, Correlator, evaluate
 
     stats: dict[str, int] = {}
     header, events = read_recording(path, stats)

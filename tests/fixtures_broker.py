@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from deploy.broker import Broker, BrokerError
+from vmroc.deploy.broker import Broker, BrokerError
 from vmroc import bus
 
 

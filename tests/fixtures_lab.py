@@ -23,7 +23,7 @@ def lab():
     """Three running guests g1..g3 (TCG unless KVM probes fine), removed at the end."""
     require("qemu-system-x86_64", "qemu-system-x86")
     require("busybox", "busybox-static")
-    from deploy import Lab
+    from vmroc.deploy import Lab
 
     Lab(LAB_NAME).down()  # a lab left over from a killed run
     lab = Lab.up(LAB_GUESTS, name=LAB_NAME)

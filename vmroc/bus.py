@@ -88,7 +88,7 @@ def bootstrap(start: bool = True) -> str:
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if servers:
         return servers
-    from deploy.broker import Broker      # lazy: deploy is above vmroc in the data flow
+    from vmroc.deploy.broker import Broker      # lazy: deploy is above vmroc in the data flow
 
     broker = Broker()
     if broker.pid() is None:

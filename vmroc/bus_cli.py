@@ -69,7 +69,7 @@ def _quiet_kafka(args: argparse.Namespace) -> None:
 
 
 def _broker(args: argparse.Namespace, **kwargs):
-    from deploy.broker import Broker, BrokerError
+    from vmroc.deploy.broker import Broker, BrokerError
 
     _quiet_kafka(args)
     if os.environ.get("VMROC_KAFKA", "").strip():

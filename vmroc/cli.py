@@ -17,15 +17,15 @@ from .errors import VmrocError
 
 # Modules that add subcommands, in the order `vmroc --help` lists them.
 COMMAND_MODULES = [
-    "deploy.cli",
+    "vmroc.deploy.cli",
     "vmroc.bus_cli",
-    "introspect.cli",
-    "introspect.sample_cli",
-    "inject.cli",
-    "inject.campaign_cli",
-    "detect.cli",
-    "rca.cli",
-    "service.cli",
+    "vmroc.introspect.cli",
+    "vmroc.introspect.sample_cli",
+    "vmroc.inject.cli",
+    "vmroc.inject.campaign_cli",
+    "vmroc.detect.cli",
+    "vmroc.rca.cli",
+    "vmroc.service.cli",
 ]
 
 

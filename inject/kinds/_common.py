@@ -63,7 +63,7 @@ def pct_match(pct: float) -> str:
 
 # -- probes in the lab namespace -------------------------------------------------------------
 def probe(fx: Fault, *args: str, timeout: float = 30.0) -> dict:
-    proc = fx.netns([sys.executable, "-m", "inject._probe", *args], check=False,
+    proc = fx.netns([sys.executable, "-m", "vmroc.inject._probe", *args], check=False,
                     timeout=timeout)
     try:
         return json.loads(proc.stdout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from deploy.lab import BRIDGE, BRIDGE_IP
+from vmroc.deploy.lab import BRIDGE, BRIDGE_IP
 
 from ..errors import SpecError
 from ..fault import Fault

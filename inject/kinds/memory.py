@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 
-from introspect.errors import IntrospectError
-from introspect.kernel import GuestKernel, find_vmcoreinfo
-from introspect.layers import Q35_LOWMEM_LIMIT, START_KERNEL_MAP, RamFile
-from introspect.procmem import user_pages
-from introspect.sampler import symbols_for
-from introspect.symbols import SymbolTable
+from vmroc.introspect.errors import IntrospectError
+from vmroc.introspect.kernel import GuestKernel, find_vmcoreinfo
+from vmroc.introspect.layers import Q35_LOWMEM_LIMIT, START_KERNEL_MAP, RamFile
+from vmroc.introspect.procmem import user_pages
+from vmroc.introspect.sampler import symbols_for
+from vmroc.introspect.symbols import SymbolTable
 
 from ..errors import ApplyError, SpecError, TargetError
 from ..fault import Fault

@@ -179,7 +179,7 @@ class NetFlood:
     def invoke(fx: Fault) -> None:
         bound = fx.spec.duration + fx.kind.window + 5
         c.spawn(fx, fx.lab.netns_prefix() + [
-            sys.executable, "-m", "inject._probe", "flood", fx.guest.ip,
+            sys.executable, "-m", "vmroc.inject._probe", "flood", fx.guest.ip,
             "--pps", str(fx.params["pps"]), "--size", str(fx.params["size"]),
             "--port", str(fx.params["port"]), "--seconds", str(bound)])
 

@@ -480,7 +480,7 @@ static PyMethodDef Space_methods[] = {
 
 static PyTypeObject SpaceType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "introspect._accel._vmread.Space",
+    .tp_name = "vmroc.introspect._accel._vmread.Space",
     .tp_basicsize = sizeof(Space),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Space(path, page_table, phys_base, la57=False, page_offset=None): "

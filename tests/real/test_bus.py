@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from deploy.broker import Broker, BrokerError
+from vmroc.deploy.broker import Broker, BrokerError
 from tests.fixtures_broker import free_ports
 from vmroc import bus
 from vmroc.events import Anomaly, Cause, FaultEvent, Incident, Sample, decode, encode

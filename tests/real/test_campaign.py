@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from inject import Ledger
-from inject.campaign import Campaign, run_campaign
-from inject.lease import leases
+from vmroc.inject import Ledger
+from vmroc.inject.campaign import Campaign, run_campaign
+from vmroc.inject.lease import leases
 
 from .test_inject import assert_normal, blkdebug_nodes, inj_tables, wait_for_active_lease
 

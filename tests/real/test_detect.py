@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from detect import Detector, run_detector
-from inject import FaultSpec, Ledger, run
-from introspect.stream import stream
+from vmroc.detect import Detector, run_detector
+from vmroc.inject import FaultSpec, Ledger, run
+from vmroc.introspect.stream import stream
 from vmroc.bus import ANOMALIES, Consumer, Producer
 
 pytestmark = pytest.mark.real

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from inject import FaultSpec, Ledger, TargetError, apply, run
-from inject.lease import leases
+from vmroc.inject import FaultSpec, Ledger, TargetError, apply, run
+from vmroc.inject.lease import leases
 
 pytestmark = pytest.mark.real
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from inject import FaultSpec, Ledger, run
+from vmroc.inject import FaultSpec, Ledger, run
 
 pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
 def tlab():
-    from deploy import Lab
+    from vmroc.deploy import Lab
     Lab("tinj").down()
     lab = Lab.up(2, name="tinj", ram_mb=160, accel="tcg")
     try:
@@ -47,10 +47,10 @@ def test_destructive_kind(tlab, kind, guests, params, duration, tmp_path):
 def test_bitflip_in_a_named_process(tlab, tmp_path):
     """mode=process: the flips land in httpd's own pages, found from outside by walking
     its page tables; the evidence names the process and its virtual addresses."""
-    from introspect.kernel import GuestKernel
-    from introspect.procmem import user_pages
-    from introspect.sampler import symbols_for
-    from introspect.symbols import SymbolTable
+    from vmroc.introspect.kernel import GuestKernel
+    from vmroc.introspect.procmem import user_pages
+    from vmroc.introspect.sampler import symbols_for
+    from vmroc.introspect.symbols import SymbolTable
 
     g = tlab.guest("g2")
     ledger = Ledger(tmp_path / "ledger.jsonl", kafka=False)

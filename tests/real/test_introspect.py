@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from deploy import Lab
-from introspect.features import read_tasks
-from introspect.kernel import GuestKernel, KernelMismatchError, NotAGuestError
-from introspect.sampler import Sampler, symbols_for
-from introspect.stream import stream
-from introspect.symbols import SymbolTable
+from vmroc.deploy import Lab
+from vmroc.introspect.features import read_tasks
+from vmroc.introspect.kernel import GuestKernel, KernelMismatchError, NotAGuestError
+from vmroc.introspect.sampler import Sampler, symbols_for
+from vmroc.introspect.stream import stream
+from vmroc.introspect.symbols import SymbolTable
 
 pytestmark = pytest.mark.real
 
@@ -83,7 +83,7 @@ def test_kernel_log_lines_written_in_the_guest_appear(lab):
 
 def test_tcp_counters_see_packet_loss_the_nic_does_not(lab, tmp_path):
     """Frames dropped on the bridge never reach eth0's counters; TCP retransmits them."""
-    from inject import FaultSpec, Ledger, run
+    from vmroc.inject import FaultSpec, Ledger, run
     g = lab.guest("g3")
     lossy = ("tcp_retrans", "tcp_timeouts")
     with Sampler(g) as s:

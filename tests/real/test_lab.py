@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import GuestError, Lab
+from vmroc.deploy import GuestError, Lab
 from vmroc.proc import alive as pid_alive
 
 pytestmark = pytest.mark.real

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from detect import Detector, run_detector
-from inject import Ledger
-from inject.campaign import Campaign, run_campaign
-from introspect.stream import stream
-from rca import evaluate, format_report, run_rca
+from vmroc.detect import Detector, run_detector
+from vmroc.inject import Ledger
+from vmroc.inject.campaign import Campaign, run_campaign
+from vmroc.introspect.stream import stream
+from vmroc.rca import evaluate, format_report, run_rca
 from vmroc.bus import Producer
 
 from .test_detect import wait_for

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from introspect import SymbolTable, build_isf
+from vmroc.introspect import SymbolTable, build_isf
 
 pytestmark = pytest.mark.real
 
@@ -36,7 +36,7 @@ def _need(module: str, how: str):
 @pytest.fixture(scope="session")
 def kernels():
     """flavour -> (GuestImage, SymbolFiles); built once per session (and cached on disk)."""
-    from deploy import ImageError, build_image
+    from vmroc.deploy import ImageError, build_image
     out = {}
     for flavour in FLAVOURS:
         try:
@@ -86,8 +86,8 @@ def test_known_kernel_facts(kernels, tables, flavour):
 
 def test_kallsyms_sorted(kernels):
     """Addresses come out of kallsyms sorted: per-CPU offsets first, then _text onward."""
-    from introspect.kallsyms import parse_kallsyms
-    from introspect.kernel_image import ElfImage, extract_vmlinux
+    from vmroc.introspect.kallsyms import parse_kallsyms
+    from vmroc.introspect.kernel_image import ElfImage, extract_vmlinux
     image, _ = kernels["cloud"]  # the LZ4-compressed one
     ks = parse_kallsyms(ElfImage(extract_vmlinux(image.kernel)))
     assert ks.addresses == sorted(ks.addresses)
@@ -117,14 +117,14 @@ def test_cli_json(kernels):
 
 def _without_btf(vmlinux: bytes) -> bytes:
     """The same ELF with its .BTF section renamed, as if built without BTF."""
-    from introspect.kernel_image import ElfImage
+    from vmroc.introspect.kernel_image import ElfImage
     shstrtab = ElfImage(vmlinux).sections[".shstrtab"]
     at = vmlinux.index(b".BTF\0", shstrtab.offset, shstrtab.offset + shstrtab.size)
     return vmlinux[:at] + b".NOB\0" + vmlinux[at + 5:]
 
 
 def test_kernel_without_btf_is_one_line(kernels, tmp_path):
-    from introspect.kernel_image import extract_vmlinux
+    from vmroc.introspect.kernel_image import extract_vmlinux
     image, _ = kernels["generic"]
     kernel = tmp_path / "vmlinux-nobtf"
     kernel.write_bytes(_without_btf(extract_vmlinux(image.kernel)))

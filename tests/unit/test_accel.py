@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from introspect._accel import _vmread, available
-from introspect.features import Inconsistent
-from introspect.layers import FOUR_GIB, AddressError, KernelSpace
+from vmroc.introspect._accel import _vmread, available
+from vmroc.introspect.features import Inconsistent
+from vmroc.introspect.layers import FOUR_GIB, AddressError, KernelSpace
 
 from .test_layers import MiB, _entry, ram_file
 
@@ -17,7 +17,7 @@ DMAP = 0xFFFF_8880_0000_0000
 
 
 def test_module_is_built():
-    assert available(), "introspect._accel._vmread missing: run `bash deploy/setup.sh`"
+    assert available(), "vmroc.introspect._accel._vmread missing: run `bash deploy/setup.sh`"
 
 
 def both(ram, page_table=0, phys_base=0, la57=False, page_offset=None):
@@ -105,7 +105,7 @@ def test_walk_list_and_torn_lists(tmp_path):
 
 
 def test_task_rows_match_the_python_walk(tmp_path):
-    from introspect.features import task_rows
+    from vmroc.introspect.features import task_rows
     # task_struct: tasks@0x10 pid@0x30 tgid@0x34 state@0x38 exit@0x3c flags@0x40
     # parent@0x48 mm@0x50 utime@0x58 stime@0x60 min@0x68 maj@0x70 comm@0x78; mm rss@0x20
     offsets = (0x10, 0x30, 0x34, 0x38, 0x3C, 0x40, 0x48, 0x50, 0x58, 0x60, 0x68, 0x70, 0x78,

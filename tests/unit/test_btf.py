@@ -5,12 +5,12 @@ import struct
 
 import pytest
 
-from introspect import btf as B
-from introspect.btf import parse_btf
-from introspect.errors import BTFError
-from introspect.isf import IsfBuilder, libvmi_variant
-from introspect.kallsyms import Kallsyms
-from introspect.symbols import SymbolTable
+from vmroc.introspect import btf as B
+from vmroc.introspect.btf import parse_btf
+from vmroc.introspect.errors import BTFError
+from vmroc.introspect.isf import IsfBuilder, libvmi_variant
+from vmroc.introspect.kallsyms import Kallsyms
+from vmroc.introspect.symbols import SymbolTable
 
 
 class BtfWriter:
@@ -165,7 +165,7 @@ def build_isf_dict():
                    0xFFFFFFFF82A20000, 0xFFFFFFFF82A20018], "ADDTDD")
     builder = IsfBuilder(btf)
     builder.add_all_types()
-    import introspect.isf as isf_mod
+    import vmroc.introspect.isf as isf_mod
     saved = dict(isf_mod.SYMBOL_TYPES)
     isf_mod.SYMBOL_TYPES.clear()
     isf_mod.SYMBOL_TYPES.update({"init_task": "struct task", "avenrun": "unsigned long[]"})

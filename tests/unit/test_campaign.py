@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inject import SpecError
-from inject.campaign import Campaign
+from vmroc.inject import SpecError
+from vmroc.inject.campaign import Campaign
 
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "campaigns" / "demo.yaml"
 

@@ -10,8 +10,8 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.estimator_checks import check_estimator
 
-from detect import Detector, Featurizer, RobustZScore, forest
-from detect.errors import DetectError
+from vmroc.detect import Detector, Featurizer, RobustZScore, forest
+from vmroc.detect.errors import DetectError
 from vmroc.events import Sample
 
 NAMES = ["a", "b", "c"]

@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from inject import (FaultSpec, InjectError, Ledger, SpecError, Target, all_kinds, get_kind,
+from vmroc.inject import (FaultSpec, InjectError, Ledger, SpecError, Target, all_kinds, get_kind,
                     parse_duration)
-from inject.fault import Fault
-from inject.lease import Lease, heal, leases
-from inject.ledger import event
-from inject.registry import KINDS, Param, register, resolve_params
-from inject.runner import AppliedFault, raising_signals
+from vmroc.inject.fault import Fault
+from vmroc.inject.lease import Lease, heal, leases
+from vmroc.inject.ledger import event
+from vmroc.inject.registry import KINDS, Param, register, resolve_params
+from vmroc.inject.runner import AppliedFault, raising_signals
 
 
 # -- specs ------------------------------------------------------------------------------

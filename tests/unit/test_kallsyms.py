@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-from introspect.errors import KallsymsError, KernelImageError
-from introspect.kallsyms import parse_kallsyms
-from introspect.kernel_image import extract_vmlinux
+from vmroc.introspect.errors import KallsymsError, KernelImageError
+from vmroc.introspect.kallsyms import parse_kallsyms
+from vmroc.introspect.kernel_image import extract_vmlinux
 
 TEXT = 0xFFFFFFFF81000000
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from deploy import LabError
-from deploy import image as image_mod
-from deploy import lab as lab_mod
-from deploy.status import parse_line, read_status_lines
+from vmroc.deploy import LabError
+from vmroc.deploy import image as image_mod
+from vmroc.deploy import lab as lab_mod
+from vmroc.deploy.status import parse_line, read_status_lines
 
 LINE = ("\x1b[0mVMROC1 name=g1 up=5.89 load1=0.00 load5=0.01 load15=0.00 runnable=3 "
         "memfree_kb=179772 tasks=52 vda_rd=51 vda_wr=51 eth0_rxp=13 http_ok=4 http_err=0 "

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from introspect.features import task_state
-from introspect.layers import FOUR_GIB, AddressError, KernelSpace, RamFile
+from vmroc.introspect.features import task_state
+from vmroc.introspect.layers import FOUR_GIB, AddressError, KernelSpace, RamFile
 
 MiB = 1 << 20
 

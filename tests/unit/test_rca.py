@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rca import CausalRanker, Correlator, RCAError, evaluate, fault_part, feature_part
+from vmroc.rca import CausalRanker, Correlator, RCAError, evaluate, fault_part, feature_part
 from vmroc.events import Anomaly, FaultEvent
 
 TOPOLOGY = {"g2": ["g1"], "g3": ["g1"]}  # g2 and g3 call g1

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.recording import RecordingError, replay_offline
+from vmroc.service.recording import RecordingError, replay_offline
 from vmroc.events import FaultEvent, to_dict
 
 from .test_detect import guest_stream
