@@ -46,3 +46,24 @@ def test_a_file_that_is_not_a_recording_is_one_line(tmp_path):
         replay_offline(path)
     with pytest.raises(RecordingError, match="cannot read recording"):
         replay_offline(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.xz", ".jsonl.gz"])
+def test_a_compressed_recording_cut_short_keeps_the_lines_before_the_cut(tmp_path, suffix):
+    from vmroc.service.recording import open_for_writing, read_recording
+    samples = guest_stream("g1", 0.0, 400, seed=3)
+    path = tmp_path / f"run{suffix}"
+    with open_for_writing(path) as f:
+        f.write(json.dumps({"vmroc_recording": 1}) + "\n")
+        f.writelines(line("vmroc.samples", s) for s in samples)
+    whole: dict = {}
+    _, events = read_recording(path, whole)
+    assert len(list(events)) == len(samples) and "truncated" not in whole
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])        # a writer killed mid-stream
+    stats: dict = {}
+    _, events = read_recording(path, stats)
+    kept = list(events)
+    assert 0 < len(kept) < len(samples)
+    assert [e.seq for _, e in kept] == [s.seq for s in samples[:len(kept)]]
+    assert stats["truncated"] >= len(kept) + 1
