@@ -6,6 +6,9 @@ Entry points::
     corr = Correlator(CausalRanker(depends={"g2": ["g1"]}).fit())
     incidents = corr.add(anomaly) + corr.flush()       # vmroc.events.Incident, causes ranked
     report = evaluate(ledger_events, incidents)        # detected, time to detect, top-1
+    card = scorecard(ledger_events, anomalies, incidents, samples)   # per kind: AC@k...
+
+    make_ranker("heuristic", depends=..., series=...)  # rankers by name (RANKERS), baselines
 
     run_rca(servers, stop=event)                       # vmroc.anomalies -> vmroc.incidents
 
@@ -20,9 +23,12 @@ from .errors import RCAError
 from .evaluate import evaluate, format_report
 from .incidents import Correlator
 from .ranker import CausalRanker
+from .rankers import BASELINES, RANKERS, make_ranker
+from .scorecard import scorecard
 from .worker import run_rca
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["CausalRanker", "Correlator", "evaluate", "format_report", "run_rca", "RCAError",
-           "component", "fault_part", "feature_part", "PARTS"]
+__all__ = ["CausalRanker", "Correlator", "evaluate", "format_report", "scorecard", "run_rca",
+           "RCAError", "make_ranker", "RANKERS", "BASELINES", "component", "fault_part",
+           "feature_part", "PARTS"]

@@ -1,0 +1,57 @@
+"""Rankers by name: one registry for the lab's ranker, the baselines and what comes next.
+
+    ranker = make_ranker("heuristic", depends={"g2": ["g1"]}, series=series)
+    causes = ranker.rank(anomalies)                    # list[Cause], best first
+    Correlator(ranker)                                 # any of them ranks incidents
+
+Every entry maps a name to a factory that takes a ``RankerContext`` (who calls whom,
+every guest's feature series, anomalies of ordinary times, a seed) and returns a
+fitted ranker (``fit(...)`` then ``rank(anomalies) -> list[Cause]``). A new ranker is
+its class plus one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmroc.events import Anomaly
+
+from .baselines import Baro, Dummy, FeatureSeries, NSigma
+from .errors import RCAError
+from .ranker import CausalRanker
+
+__all__ = ["RANKERS", "BASELINES", "RankerContext", "make_ranker", "check_ranker"]
+
+
+@dataclass(frozen=True)
+class RankerContext:
+    """What a factory may use to build and fit its ranker."""
+
+    depends: Mapping[str, list[str]] = field(default_factory=dict)  # guest -> its servers
+    series: FeatureSeries | None = None      # every guest's feature vectors over time
+    history: tuple[Anomaly, ...] = ()        # anomalies of ordinary times (noise)
+    seed: int = 0
+
+
+RANKERS: dict[str, Callable[[RankerContext], Any]] = {
+    "heuristic": lambda ctx: CausalRanker(ctx.depends).fit(ctx.history),
+    "dummy": lambda ctx: Dummy(ctx.seed).fit(ctx.series),
+    "nsigma": lambda ctx: NSigma().fit(ctx.series),
+    "baro": lambda ctx: Baro().fit(ctx.series),
+}
+
+# What `vmroc eval` ranks the same incidents with, next to the chosen ranker.
+BASELINES = ("dummy", "nsigma", "baro")
+
+
+def check_ranker(name: str) -> None:
+    if name not in RANKERS:
+        raise RCAError(f"unknown ranker {name!r}; use one of {', '.join(RANKERS)}")
+
+
+def make_ranker(name: str, **context: Any):
+    """The fitted ranker called ``name``; ``context`` fills a ``RankerContext``."""
+    check_ranker(name)
+    return RANKERS[name](RankerContext(**context))
