@@ -27,7 +27,7 @@ from typing import Any
 
 from vmroc.bus import FAULTS, SAMPLES, Consumer, Producer
 from vmroc.errors import VmrocError
-from vmroc.events import TOPICS, FaultEvent, Sample, SchemaError, from_dict, to_dict
+from vmroc.events import TOPICS, SchemaError, from_dict, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -135,27 +135,15 @@ def read_recording(path: str | Path, stats: dict[str, int] | None = None
 
 def replay_offline(path: str | Path, depends: dict | None = None,
                    **detector_options: Any) -> dict[str, Any]:
-    """Detection and RCA on a recording's samples, scored against its ledger events."""
-    from vmroc.detect import Detector
-    from vmroc.rca import CausalRanker, Correlator, evaluate
+    """Detection and RCA on a recording's samples, scored against its ledger events
+    (``rca.evaluate``; ``vmroc eval`` scores with ``rca.scorecard`` instead)."""
+    from vmroc.rca import evaluate
 
-    stats: dict[str, int] = {}
-    header, events = read_recording(path, stats)
-    samples, faults = [], []
-    for _, ev in events:
-        if isinstance(ev, Sample):
-            samples.append(ev)
-        elif isinstance(ev, FaultEvent):
-            faults.append(ev)
-    detector = Detector(**detector_options)
-    anomalies = [a for s in sorted(samples, key=lambda s: s.ts) for a in detector.update(s)]
-    corr = Correlator(CausalRanker(depends or header.get("depends") or {}).fit())
-    for ev in faults:
-        corr.add_fault(ev)
-    incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()
-    report = evaluate(faults, incidents)
-    report.update({"samples": len(samples), "anomalies": len(anomalies),
-                   "skipped_lines": stats["skipped"]})
+    from .evaluation import run_recording
+    run = run_recording(path, depends=depends, series=False, **detector_options)
+    report = evaluate(run.faults, run.incidents)
+    report.update({"samples": run.samples, "anomalies": len(run.anomalies),
+                   "skipped_lines": run.skipped})
     return report
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "vmroc.detect.cli",
     "vmroc.rca.cli",
     "vmroc.service.cli",
+    "vmroc.service.eval_cli",
 ]
 
 

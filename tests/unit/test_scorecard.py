@@ -4,15 +4,16 @@ real event classes, a fake ledger, samples of a made-up 3-guest lab."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
-from vmroc.events import Anomaly, Cause, FaultEvent, Incident, Sample
+from vmroc.events import Anomaly, Cause, FaultEvent, Incident, Sample, to_dict
 from vmroc.rca.baselines import Baro, Dummy, FeatureSeries, NSigma
 from vmroc.rca.errors import RCAError
 from vmroc.rca.rankers import BASELINES, RANKERS, make_ranker
-from vmroc.rca.scorecard import rerank, score, scorecard, summarize
+from vmroc.rca.scorecard import METRICS, rerank, score, scorecard, summarize
 
 GUESTS = ["g1", "g2", "g3"]
 
@@ -189,3 +190,80 @@ def test_every_registered_ranker_ranks_an_incident_and_unknown_names_fail():
     assert again.anomalies == inc.anomalies and again.causes[0].component == "g2/guest"
     with pytest.raises(RCAError, match="unknown ranker 'oracle'; use one of heuristic"):
         make_ranker("oracle")
+
+
+# -- vmroc eval ------------------------------------------------------------------------------
+
+def write_recording(path, samples, faults, depends=None):
+    with open(path, "w") as f:
+        f.write(json.dumps({"vmroc_recording": 1, "depends": depends or {}}) + "\n")
+        for topic, events in (("vmroc.faults", faults), ("vmroc.samples", samples)):
+            for e in events:
+                f.write(json.dumps({"topic": topic, "partition": 0, "offset": 0,
+                                    "timestamp_ms": 0, "event": to_dict(e)}) + "\n")
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    """A recorded campaign: g2 paused, g3's disk failing while g2 is still paused (a
+    group), a balloon on g1 with no effect, then g1's memory dropping with no fault at
+    all (a false alarm); the last line torn."""
+    samples = lab_stream(seconds=130, effects=[("g2", 40, 50, "pause"),
+                                               ("g3", 46, 56, "eio"),
+                                               ("g1", 110, 116, "memory")])
+    faults = (ledger("f1", "guest-suspend", "cluster", ["g2"], 40.0, 50.0)
+              + ledger("f2", "disk-eio", "disk", ["g3"], 46.0, 56.0)
+              + ledger("f3", "mem-pressure", "memory", ["g1"], 80.0, 90.0, effective=False))
+    path = tmp_path / "run.jsonl"
+    write_recording(path, samples, faults, {"g2": ["g1"], "g3": ["g1"]})
+    with open(path, "a") as f:
+        f.write('{"topic": "vmroc.samples", "event": {"schema": "sample"')  # torn last line
+    return path
+
+
+def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
+    from vmroc.cli import main
+    assert main(["eval", str(campaign), "--baseline", "15", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    overall = {*METRICS, "incidents", "false_alarms", "hours", "false_alarms_per_hour"}
+    assert set(report) == overall | {"ranker", "per_kind", "baselines", "recordings"}
+    assert set(report["baselines"]) == {"dummy", "nsigma", "baro"}
+    for card in (report, *report["baselines"].values()):
+        assert set(card) >= overall | {"per_kind"}
+        assert set(card["per_kind"]) == {"guest-suspend", "disk-eio", "mem-pressure"}
+        assert all(set(m) == set(METRICS) for m in card["per_kind"].values())
+    assert (report["faults"], report["effective"], report["detected"]) == (3, 2, 2), report
+    # one incident holds both faults of the group: one of them can be rank 1, not both
+    assert (report["ac1"], report["ac3"]) == (0.5, 1.0), report
+    assert report["false_alarms"] == 1 and report["incidents"] == 2, report
+    assert report["per_kind"]["mem-pressure"]["effective"] == 0
+    assert report["baselines"]["baro"]["detected"] == 2  # the same incidents
+    (rec,) = report["recordings"]
+    assert rec["path"] == str(campaign) and rec["skipped_lines"] == 1
+    assert rec["samples"] == 3 * 650 and 0.035 < rec["hours"] < 0.037
+
+
+def test_eval_prints_tables_and_writes_an_html_report_with_plots(campaign, tmp_path, capsys):
+    from vmroc.cli import main
+    out = tmp_path / "report.html"
+    assert main(["eval", str(campaign), "--baseline", "15", "--html", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:4] == ["kind", "faults", "eff", "det"]
+    assert any(line.startswith("overall") for line in text.splitlines())
+    assert "heuristic *" in text and "baro" in text and "nsigma" in text
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 3
+    for plot in ("AC@1 per fault kind", "detection latency", "timeline"):
+        assert f"aria-label='{plot}'" in page
+    assert "a group of 2 faults active at once" in page
+    assert "src=" not in page and "<script" not in page  # self-contained
+
+
+def test_eval_of_a_file_that_is_not_a_recording_is_one_line(tmp_path, capsys):
+    from vmroc.cli import main
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    assert main(["eval", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("RecordingError: ") and "not a vmroc recording" in err
+    assert "\n" not in err

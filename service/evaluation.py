@@ -1,0 +1,184 @@
+"""Recordings scored: replayed through detection and RCA, the same incidents ranked by
+the baselines too, and everything summed up in one scorecard (``vmroc eval``).
+
+    run = run_recording("run.jsonl.xz")                 # faults, anomalies, incidents
+    report, detail = evaluate_recordings(["a.jsonl", "b.jsonl.xz"], ranker="heuristic")
+    report["ac1"], report["per_kind"], report["baselines"]["baro"]["ac1"]
+
+A replay runs the code of the live workers: the samples in time order through
+``detect.Detector``, the anomalies through ``rca.Correlator`` with the chosen ranker
+(``rca.rankers``) and the recorded ledger. The baselines rank the incidents that
+correlation produced, so only the ranking differs; ``rca.scorecard`` matches and scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmroc.events import Anomaly, FaultEvent, Incident, Sample
+
+from .recording import read_recording
+
+log = logging.getLogger(__name__)
+
+TIMELINE_MARGIN_S = 20.0   # shown before and after the faults of the report's timeline
+
+
+@dataclass
+class Run:
+    """One recording replayed offline."""
+
+    path: str
+    header: dict[str, Any]
+    depends: dict[str, list[str]]
+    faults: list[FaultEvent]
+    anomalies: list[Anomaly]
+    incidents: list[Incident]
+    series: Any = None                       # rca.baselines.FeatureSeries, if kept
+    guests: list[str] = field(default_factory=list)
+    span: tuple[float, float] | None = None  # first and last sample time
+    samples: int = 0
+    skipped: int = 0                         # lines that did not parse
+    truncated: int | None = None             # a compressed stream cut after this line
+
+    @property
+    def hours(self) -> float:
+        return (self.span[1] - self.span[0]) / 3600 if self.span else 0.0
+
+
+def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | None = None,
+                  *, series: bool = True, **detector_options: Any) -> Run:
+    """Detection and RCA on a recording's samples, with its ledger; ``series`` keeps
+    every guest's feature vectors for rankers that read them (the baselines)."""
+    from vmroc.detect import Detector
+    from vmroc.detect.featurize import EVENTS, LEVELS, RATES
+    from vmroc.rca import Correlator
+    from vmroc.rca.baselines import FeatureSeries
+    from vmroc.rca.rankers import make_ranker
+
+    stats: dict[str, int] = {}
+    header, events = read_recording(path, stats)
+    keep = RATES + EVENTS + LEVELS  # what the featurizer reads; the rest is not kept
+    samples, faults = [], []
+    for _, ev in events:
+        if isinstance(ev, Sample):
+            samples.append(_slim(ev, keep))
+        elif isinstance(ev, FaultEvent):
+            faults.append(ev)
+    samples.sort(key=lambda s: s.ts)
+    detector = Detector(**detector_options)
+    fs = FeatureSeries() if series else None
+    anomalies = []
+    for s in samples:
+        anomalies += detector.update(s)
+        if fs is not None:
+            fs.add(s)
+    depends = depends or header.get("depends") or {}
+    corr = Correlator(make_ranker(ranker, depends=depends, series=fs))
+    for ev in faults:
+        corr.add_fault(ev)
+    incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()
+    log.info("%s: %d samples, %d faults, %d anomalies, %d incidents", path, len(samples),
+             len(faults), len(anomalies), len(incidents))
+    return Run(path=str(path), header=header, depends=depends, faults=faults,
+               anomalies=anomalies, incidents=incidents, series=fs,
+               guests=sorted({s.guest for s in samples}),
+               span=(samples[0].ts, samples[-1].ts) if samples else None,
+               samples=len(samples), skipped=stats["skipped"],
+               truncated=stats.get("truncated"))
+
+
+def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
+                        baselines: tuple[str, ...] | None = None, *, grace_s: float | None = None,
+                        **detector_options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The scorecard of ``ranker`` over every recording, and of each baseline on the same
+    incidents. Returns the report (``vmroc eval --json``) and the detail a report page
+    draws: every fault's row and one timeline (``pick_timeline``)."""
+    from vmroc.rca.rankers import BASELINES, check_ranker, make_ranker
+    from vmroc.rca.scorecard import GRACE_S, Scored, rerank, score, summarize
+
+    grace_s = GRACE_S if grace_s is None else grace_s
+    names = [b for b in (BASELINES if baselines is None else baselines) if b != ranker]
+    for name in (ranker, *names):  # an unknown name fails before any replay
+        check_ranker(name)
+    main, others = Scored(), {b: Scored() for b in names}
+    recordings, timeline = [], None
+    for path in paths:
+        run = run_recording(path, ranker, **detector_options)
+        where = {"guests": run.guests, "span": run.span, "grace_s": grace_s}
+        scored = score(run.faults, run.anomalies, run.incidents, **where)
+        for row in scored.rows:
+            row["recording"] = run.path
+        main += scored
+        for b in names:
+            ranked = rerank(run.incidents, make_ranker(b, depends=run.depends,
+                                                       series=run.series))
+            others[b] += score(run.faults, run.anomalies, ranked, **where)
+        recordings.append({"path": run.path, "samples": run.samples,
+                           "skipped_lines": run.skipped, "truncated_after_line": run.truncated,
+                           "hours": round(run.hours, 4), "faults": len(scored.rows),
+                           "anomalies": len(run.anomalies), "incidents": len(run.incidents)})
+        candidate = pick_timeline(run, scored.rows, scored.false_alarms, grace_s)
+        if candidate and (timeline is None or len(candidate["group"]) > 1 >= len(
+                timeline["group"])):
+            timeline = candidate
+    report = {"ranker": ranker, **summarize(main),
+              "baselines": {b: summarize(s) for b, s in others.items()},
+              "recordings": recordings}
+    return report, {"rows": main.rows, "timeline": timeline}
+
+
+def pick_timeline(run: Run, rows: list[dict[str, Any]], false_alarms: list[str],
+                  grace_s: float) -> dict[str, Any] | None:
+    """The faults, anomalies and incidents around the run's largest group of faults
+    active at once (or its first detected fault, if none overlap), for a picture."""
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: r["start"])
+    groups: list[list[dict]] = []
+    for r in rows:
+        if groups and r["start"] <= max(_end(x) for x in groups[-1]) + grace_s:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    best = max(groups, key=len)
+    if len(best) == 1:
+        best = next(([r] for r in rows if r["effective"] and r["detected"]), [rows[0]])
+    start = min(r["start"] for r in best) - TIMELINE_MARGIN_S
+    end = max(_end(r) for r in best) + grace_s + TIMELINE_MARGIN_S
+    within = [r for r in rows if r["start"] <= end and _end(r) >= start]
+    anomalies = [a for a in run.anomalies if start <= _onset(a) <= end or start <= a.ts <= end]
+    shown = {id(a) for a in anomalies}
+    incidents = [i for i in run.incidents if any(id(a) in shown for a in i.anomalies)]
+    return {
+        "recording": run.path, "start": start, "end": end,
+        "guests": sorted(set(run.guests) | {a.guest for a in anomalies}),
+        "group": [r["fault_id"] for r in best],  # the faults the timeline is about
+        "faults": [{k: r[k] for k in ("fault_id", "kind", "level", "guests", "truth", "start",
+                                      "end", "effective", "detected", "rank")} for r in within],
+        "anomalies": [{"guest": a.guest, "onset": _onset(a), "ts": a.ts,
+                       "features": a.features[:3]} for a in anomalies],
+        "incidents": [{"id": i.id, "start": min(_onset(a) for a in i.anomalies), "ts": i.ts,
+                       "guests": i.guests,
+                       "rank1": i.causes[0].component if i.causes else None,
+                       "false_alarm": i.id in false_alarms} for i in incidents],
+    }
+
+
+def _slim(sample: Sample, keep: tuple[str, ...]) -> Sample:
+    """The sample with only the features detection reads (an hour of samples with all
+    their features, task lists and log lines would not fit a small machine)."""
+    f = sample.features
+    return Sample(guest=sample.guest, ts=sample.ts, features={k: f[k] for k in keep if k in f},
+                  backend=sample.backend, consistent=sample.consistent, seq=sample.seq)
+
+
+def _end(row: dict[str, Any]) -> float:
+    return row["end"] if row["end"] is not None else row["start"]
+
+
+def _onset(a: Anomaly) -> float:
+    return a.onset if a.onset is not None else a.ts
