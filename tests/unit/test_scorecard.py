@@ -267,3 +267,22 @@ def test_eval_of_a_file_that_is_not_a_recording_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("RecordingError: ") and "not a vmroc recording" in err
     assert "\n" not in err
+
+
+def test_eval_sums_recordings_and_keeps_what_a_cut_compressed_one_holds(campaign, tmp_path,
+                                                                         capsys):
+    import lzma
+
+    from vmroc.cli import main
+    whole = lzma.compress(campaign.read_bytes())
+    cut = tmp_path / "cut.jsonl.xz"
+    cut.write_bytes(whole[:len(whole) * 2 // 3])   # the writer was killed
+    assert main(["eval", str(campaign), str(cut), "--baseline", "15", "--ranker", "baro",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first, second = report["recordings"]
+    assert second["path"] == str(cut) and second["truncated_after_line"] > 1000
+    assert 0 < second["samples"] < first["samples"]
+    assert report["ranker"] == "baro" and set(report["baselines"]) == {"dummy", "nsigma"}
+    assert report["faults"] == 6
+    assert report["hours"] == pytest.approx(first["hours"] + second["hours"], abs=2e-4)
