@@ -35,7 +35,8 @@ def render_html(report: dict[str, Any], detail: dict[str, Any]) -> str:
     tl = detail.get("timeline")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vmroc eval</title>",
-        f"<style>body{{{FONT};font-size:14px;margin:24px;color:#222;max-width:1100px}}"
+        "<style>body{font-family:system-ui,sans-serif;font-size:14px;margin:24px;color:#222;"
+        "max-width:1100px}"
         "table{border-collapse:collapse;margin:8px 0 20px}"
         "td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}"
         "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
@@ -56,6 +57,7 @@ def render_html(report: dict[str, Any], detail: dict[str, Any]) -> str:
                 "of the first anomaly that matched the fault (effective faults)."),
         _figure(timeline_svg(tl) if tl else "<p>no fault in the recordings</p>",
                 _timeline_caption(tl)),
+        _faults_table(detail.get("rows", [])),
         f"<p class='note'>made by vmroc eval, {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
         "</body></html>",
     ]
@@ -87,6 +89,24 @@ def _rankers_table(rankers: dict[str, dict[str, Any]]) -> str:
     body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_f(m[k])}</td>" for k, _ in cols)
                    + "</tr>" for name, m in rankers.items())
     return f"<table><tr><th>ranker</th>{head}</tr>{body}</table>"
+
+
+def _faults_table(rows: list[dict[str, Any]]) -> str:
+    """Every fault, folded: what a person checks when a number looks wrong."""
+    if not rows:
+        return ""
+    cols = ["recording", "fault", "kind", "targets", "effective", "detected", "latency s",
+            "rank of truth", "rank 1", "localization s"]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
+            Path(r.get("recording", "")).name, r["fault_id"], r["kind"],
+            ",".join(r["guests"]) or "lab", "yes" if r["effective"] else "no",
+            "yes" if r["detected"] else "no", _f(r["detection_latency_s"]),
+            r["rank"] or "-", r["rank1"] or "-", _f(r["localization_latency_s"]))) + "</tr>"
+        for r in rows)
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    return (f"<details><summary>Every fault ({len(rows)})</summary><table><tr>{head}</tr>"
+            f"{body}</table></details>")
 
 
 def _recordings(report: dict[str, Any]) -> str:
@@ -125,7 +145,8 @@ def accuracy_svg(rankers: dict[str, dict[str, Any]]) -> str:
                            "text-anchor='middle'>-</text>")
                 continue
             y = min(top + h * (1 - value), top + h - 2)  # a zero shows as a sliver
-            out.append(f"<rect x='{x:.1f}' y='{y:.1f}' width='{bar - 2}' height='{top + h - y:.1f}' "
+            out.append(f"<rect x='{x:.1f}' y='{y:.1f}' width='{bar - 2}' "
+                       f"height='{top + h - y:.1f}' "
                        f"fill='{color}'><title>{_e(name)} {_e(kind)}: AC@1 {value:.2f} "
                        f"({m.get('effective', 0)} effective faults)</title></rect>"
                        f"<text x='{x + bar / 2 - 1:.1f}' y='{y - 3:.1f}' text-anchor='middle' "
@@ -165,8 +186,10 @@ def latency_svg(latencies: list[float]) -> str:
         if not c:
             continue
         y = top + h * (1 - c / ymax)
-        out.append(f"<rect x='{x_of(a):.1f}' y='{y:.1f}' width='{max(x_of(b) - x_of(a) - 1, 1):.1f}' "
-                   f"height='{top + h - y:.1f}' fill='{RANKER_COLORS[0]}'><title>{a:.2f}-{b:.2f} s: "
+        w = max(x_of(b) - x_of(a) - 1, 1)
+        out.append(f"<rect x='{x_of(a):.1f}' y='{y:.1f}' width='{w:.1f}' "
+                   f"height='{top + h - y:.1f}' fill='{RANKER_COLORS[0]}'>"
+                   f"<title>{a:.2f}-{b:.2f} s: "
                    f"{c} fault(s)</title></rect>")
     for t in _nice_ticks(edges[0], edges[-1], 6):
         out.append(f"<text x='{x_of(t):.1f}' y='{top + h + 14}' text-anchor='middle'>{t:g}</text>")
@@ -225,7 +248,8 @@ def timeline_svg(tl: dict[str, Any]) -> str:
                 out.append(f"<rect x='{x1:.1f}' y='{y_of[g] + 2}' width='{max(x2 - x1, 2):.1f}' "
                            f"height='{lane - 4}' fill='{color}' fill-opacity='{opacity}'>"
                            f"<title>{_e(tip)}</title></rect>")
-        out.append(f"<text x='{max(x1, left) + 2:.1f}' y='{top - 6 - 11 * (fi % 2)}' fill='{color}'>"
+        out.append(f"<text x='{max(x1, left) + 2:.1f}' y='{top - 6 - 11 * (fi % 2)}' "
+                   f"fill='{color}'>"
                    f"{_e(f['kind'])}{'' if f['effective'] else ' (no effect)'}</text>")
     for a in tl["anomalies"]:
         if a["guest"] not in y_of:
@@ -258,7 +282,8 @@ def timeline_svg(tl: dict[str, Any]) -> str:
                    f"stroke='#fff' stroke-width='1'/><text x='{x:.1f}' y='{axis_y}' "
                    f"text-anchor='middle'>{t:g}</text>")
     out.append(f"<text x='{left + plot_w / 2:.1f}' y='{axis_y + 16}' text-anchor='middle'>"
-               f"seconds after the first injection ({time.strftime('%H:%M:%S', time.localtime(t0))})"
+               "seconds after the first injection "
+               f"({time.strftime('%H:%M:%S', time.localtime(t0))})"
                "</text>")
     out.append("</svg>")
     return "".join(out)
