@@ -361,6 +361,8 @@ class Consumer:
             parts += [TopicPartition(topic, p) for p in sorted(ids)]
         self._consumer.assign(parts)
         (self._consumer.seek_to_beginning if from_beginning else self._consumer.seek_to_end)()
+        for tp in parts:  # resolve now: "from the end" means the end when this was made
+            self._consumer.position(tp)
 
 
 def _connect(kind: str, servers: str, timeout: float = 10.0, **config: Any):
