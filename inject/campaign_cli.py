@@ -1,7 +1,12 @@
-"""``vmroc campaign``: check and run a fault campaign file.
+"""``vmroc campaign``: check, plan, run and generate fault campaign files.
 
     vmroc campaign check FILE [--lab NAME] [--json]
-    vmroc campaign run FILE [--lab NAME] [--json] [--no-kafka] [--ledger PATH]
+    vmroc campaign plan FILE [--json]                     # no lab needed
+    vmroc campaign run FILE [--lab NAME] [--json] [--no-kafka] [--ledger PATH] [-q]
+
+``cmd_run`` is ``setup_run`` (campaign, lab, ledger, progress, stop event), then
+``run_campaign``, then ``report_run``; a variant (e.g. one that records the bus
+meanwhile) swaps the middle step.
 """
 
 from __future__ import annotations
@@ -9,28 +14,36 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from vmroc.deploy import Lab
 
-from .campaign import Campaign, run_campaign
+from .campaign import Campaign, CampaignResult, Step, hms, run_campaign
 from .ledger import Ledger
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "campaign", help="run a timed plan of faults (a campaign file)",
-        description="A campaign is a YAML/JSON file of faults with start times; every fault "
-                    "is validated first, applied at its time, verified, reverted and recorded "
-                    "in the fault ledger with the campaign id. See deploy/campaigns/.")
-    sub = p.add_subparsers(dest="campaign_command", metavar="check|run")
+        description="A campaign is a YAML/JSON file of faults with start times (plain, or "
+                    "composed: group, cascade, flip-flop); every fault is validated first, "
+                    "applied at its time, verified, reverted and recorded in the fault "
+                    "ledger with the campaign id. See deploy/campaigns/ and docs/inject.md.")
+    sub = p.add_subparsers(dest="campaign_command", metavar="check|plan|run")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     for name, helptext, func in (
             ("check", "validate a campaign file against the fault kinds and the lab", cmd_check),
+            ("plan", "print the resolved schedule of a campaign file (no lab needed)",
+             cmd_plan),
             ("run", "run a campaign: baseline, faults at their times, cooldown", cmd_run)):
         c = sub.add_parser(name, help=helptext, description=helptext)
         c.add_argument("file", help="campaign file (YAML or JSON)")
-        c.add_argument("--lab", "--name", dest="lab", default=None,
-                       help="lab name (default: the file's `lab`, $VMROC_LAB or 'default')")
+        if name != "plan":
+            c.add_argument("--lab", "--name", dest="lab", default=None,
+                           help="lab name (default: the file's `lab`, $VMROC_LAB or "
+                                "'default')")
         c.add_argument("--json", action="store_true", help="print the result as JSON")
         c.set_defaults(func=func)
         if name == "run":
@@ -45,6 +58,27 @@ def _lab(args, campaign: Campaign) -> Lab:
     return Lab(args.lab or campaign.lab or os.environ.get("VMROC_LAB", "default"))
 
 
+def _composed(step: Step) -> str:
+    if step.group is not None:
+        return step.group
+    if step.cascade is not None:
+        how = {"after": f" +{step.delay:g}s", "effect": " on effect"}.get(step.trigger, "")
+        return f"{step.cascade}#{step.part + 1}{how}"
+    if step.flip_flop is not None:
+        return f"{step.flip_flop}#{step.part + 1}"
+    return "-"
+
+
+def _table(campaign: Campaign, resolved: bool = False) -> None:
+    print(f"  {'at':>6}  {'kind':<14} {'guests':<9} {'held':>5}  {'composed':<24} params")
+    for step in campaign.steps:
+        s = step.spec
+        params = step.plan()["params"] if resolved else s.params
+        text = " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        print(f"  +{step.at:>5g}s {s.kind:<14} {','.join(s.guests) or '(lab)':<9} "
+              f"{s.duration:>4g}s  {_composed(step):<24} {text}".rstrip())
+
+
 def cmd_check(args) -> int:
     campaign = Campaign.load(args.file)
     lab = _lab(args, campaign)
@@ -53,36 +87,77 @@ def cmd_check(args) -> int:
         print(json.dumps({"ok": True, "lab": lab.name, **campaign.to_dict()}, indent=1))
         return 0
     print(f"campaign {campaign.name} ({campaign.source}): {len(campaign.steps)} fault(s) on "
-          f"lab {lab.name}, ~{campaign.planned_s:.0f}s planned")
-    print(f"  baseline {campaign.baseline:g}s, cooldown {campaign.cooldown:g}s")
-    for step in campaign.steps:
-        s = step.spec
-        params = " ".join(f"{k}={v}" for k, v in s.params.items())
-        print(f"  +{step.at:>6g}s  {s.kind:<14} {','.join(s.guests):<10} "
-              f"{s.duration:g}s {params}".rstrip())
+          f"lab {lab.name}, ~{hms(campaign.planned_s)} planned")
+    print(f"  baseline {campaign.baseline:g}s, cooldown {campaign.cooldown:g}s; times after "
+          "the baseline")
+    _table(campaign)
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_plan(args) -> int:
     campaign = Campaign.load(args.file)
-    lab = _lab(args, campaign)
-    ledger = Ledger(args.ledger, kafka=False if args.no_kafka else None)
+    plan = campaign.plan()
+    if args.json:
+        print(json.dumps(plan, indent=1))
+        return 0
+    composed = ", ".join(f"{v} {k}(s)" for k, v in plan["composed"].items() if v)
+    print(f"campaign {campaign.name} ({campaign.source}): {len(campaign.steps)} fault(s)"
+          f"{f' ({composed})' if composed else ''}, planned {hms(campaign.planned_s)} "
+          f"({campaign.planned_s:.0f} s)")
+    print(f"  baseline {campaign.baseline:g}s, cooldown {campaign.cooldown:g}s"
+          + (f", at least {hms(campaign.duration)} in all" if campaign.duration else "")
+          + "; times after the baseline, parameters with their defaults")
+    if campaign.steps:
+        _table(campaign, resolved=True)
+    return 0
+
+
+@dataclass
+class RunSetup:
+    """What a campaign run needs, built from the command line."""
+
+    campaign: Campaign
+    lab: Lab
+    ledger: Ledger
+    progress: Callable[[str], None]
+    stop: threading.Event
+
+
+def setup_run(args) -> RunSetup:
+    """Campaign (validated), lab, ledger, progress printer and stop event from ``args``."""
+    campaign = Campaign.load(args.file)
     say = (lambda msg: None) if args.quiet else (
         lambda msg: print(f"campaign: {msg}", file=sys.stderr, flush=True))
+    return RunSetup(campaign, _lab(args, campaign),
+                    Ledger(args.ledger, kafka=False if args.no_kafka else None), say,
+                    threading.Event())
+
+
+def cmd_run(args) -> int:
+    run = setup_run(args)
     try:
-        result = run_campaign(campaign, lab, ledger, progress=say)
+        result = run_campaign(run.campaign, run.lab, run.ledger, progress=run.progress,
+                              stop=run.stop)
     finally:
-        ledger.close()
+        run.ledger.close()
+    return report_run(result, args.json)
+
+
+def report_run(result: CampaignResult, as_json: bool, extra: dict[str, Any] | None = None
+               ) -> int:
+    """Save the result, print it (table or JSON, with ``extra``); the exit status."""
     path = result.save()
     out = result.to_dict()
-    if args.json:
-        print(json.dumps({**out, "result_file": str(path)}, indent=1, default=str))
+    if as_json:
+        print(json.dumps({**out, **(extra or {}), "result_file": str(path)}, indent=1,
+                         default=str))
     else:
-        print(f"{'at':>7} {'kind':<14} {'guests':<10} {'state':<8} {'effective':<9} "
-              f"{'apply s':>7} {'recover s':>9}")
+        print(f"{'at':>7} {'kind':<14} {'guests':<10} {'composed':<13} {'state':<8} "
+              f"{'effective':<9} {'apply s':>7} {'recover s':>9}")
         for step in out["steps"]:
+            ids = step["group"] or step["cascade"] or step["flip_flop"] or "-"
             print(f"{step['at']:>6g}s {step['kind']:<14} {','.join(step['guests']):<10} "
-                  f"{step['state']:<8} {str(step.get('effective', '-')):<9} "
+                  f"{ids:<13} {step['state']:<8} {str(step.get('effective', '-')):<9} "
                   f"{_num(step.get('apply_s')):>7} {_num(step.get('time_to_recover')):>9}")
         print(f"{out['effective']}/{out['faults']} effective, {out['recovered']}/{out['faults']} "
               f"recovered{' (interrupted)' if out['interrupted'] else ''}; result: {path}")
