@@ -3,6 +3,9 @@
     vmroc campaign check FILE [--lab NAME] [--json]
     vmroc campaign plan FILE [--json]                     # no lab needed
     vmroc campaign run FILE [--lab NAME] [--json] [--no-kafka] [--ledger PATH] [-q]
+    vmroc campaign generate --faults N --seed S [--kinds all|K1,K2] [--guests 3]
+                            [--groups F] [--cascades F] [--flip-flops F] [--gap 15s]
+                            [--max-duration 35m] -o FILE
 
 ``cmd_run`` is ``setup_run`` (campaign, lab, ledger, progress, stop event), then
 ``run_campaign``, then ``report_run``; a variant (e.g. one that records the bus
@@ -16,11 +19,13 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from vmroc.deploy import Lab
 
 from .campaign import Campaign, CampaignResult, Step, hms, run_campaign
+from .errors import SpecError
 from .ledger import Ledger
 
 
@@ -31,7 +36,7 @@ def register(subparsers) -> None:
                     "composed: group, cascade, flip-flop); every fault is validated first, "
                     "applied at its time, verified, reverted and recorded in the fault "
                     "ledger with the campaign id. See deploy/campaigns/ and docs/inject.md.")
-    sub = p.add_subparsers(dest="campaign_command", metavar="check|plan|run")
+    sub = p.add_subparsers(dest="campaign_command", metavar="check|plan|run|generate")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     for name, helptext, func in (
             ("check", "validate a campaign file against the fault kinds and the lab", cmd_check),
@@ -52,6 +57,37 @@ def register(subparsers) -> None:
             c.add_argument("--no-kafka", action="store_true",
                            help="keep the ledger local (sent later by any ledger flush)")
             c.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    g = sub.add_parser(
+        "generate", help="write a seeded campaign file (same arguments, same bytes)",
+        description="Draw a campaign: kinds (each at least once when there are enough "
+                    "faults), targets among g1..gN, parameters that produce each kind's "
+                    "effect, durations of 8-15 s with a gap after each, and groups, "
+                    "cascades and flip-flops as shares of the faults. The file is a plain "
+                    "campaign file for `vmroc campaign run`.")
+    g.add_argument("--faults", type=int, required=True, metavar="N",
+                   help="number of faults (a group or cascade of k counts k, a flip-flop 1)")
+    g.add_argument("--seed", type=int, required=True, help="random seed")
+    g.add_argument("--kinds", default="all",
+                   help="`all` (every registered kind) or a comma-separated list")
+    g.add_argument("--guests", type=int, default=3, help="lab size: targets among g1..gN")
+    g.add_argument("--groups", type=float, default=0.25, metavar="F",
+                   help="share of the faults in groups (several at once; default 0.25)")
+    g.add_argument("--cascades", type=float, default=0.25, metavar="F",
+                   help="share of the faults in cascades (one after another; default 0.25)")
+    g.add_argument("--flip-flops", dest="flip_flops", type=float, default=0.1, metavar="F",
+                   help="share of the faults that flip-flop (default 0.1)")
+    g.add_argument("--gap", default="15s",
+                   help="quiet time after each entry's window (doubled after a destructive "
+                        "kind; default 15s)")
+    g.add_argument("--baseline", default="30s", help="quiet time before the first fault")
+    g.add_argument("--cooldown", default="30s", help="quiet time after the last fault")
+    g.add_argument("--max-duration", default=None,
+                   help="refuse a plan longer than this (e.g. 35m)")
+    g.add_argument("--name", default=None,
+                   help="campaign name (default: the output file's name)")
+    g.add_argument("-o", "--out", required=True,
+                   help="output file (`-` for standard output)")
+    g.set_defaults(func=cmd_generate)
 
 
 def _lab(args, campaign: Campaign) -> Lab:
@@ -162,6 +198,26 @@ def report_run(result: CampaignResult, as_json: bool, extra: dict[str, Any] | No
         print(f"{out['effective']}/{out['faults']} effective, {out['recovered']}/{out['faults']} "
               f"recovered{' (interrupted)' if out['interrupted'] else ''}; result: {path}")
     return 130 if result.interrupted else 0
+
+
+def cmd_generate(args) -> int:
+    from .generate import generate
+    to_stdout = args.out == "-"
+    name = args.name or ("generated" if to_stdout else Path(args.out).stem)
+    gen = generate(args.faults, args.seed, kinds=args.kinds, guests=args.guests,
+                   groups=args.groups, cascades=args.cascades, flip_flops=args.flip_flops,
+                   gap=args.gap, baseline=args.baseline, cooldown=args.cooldown,
+                   max_duration=args.max_duration, name=name, out=args.out)
+    if to_stdout:
+        sys.stdout.write(gen.text)
+        print(gen.summary(), file=sys.stderr)
+        return 0
+    try:
+        Path(args.out).write_text(gen.text)
+    except OSError as exc:
+        raise SpecError(f"cannot write {args.out}: {exc.strerror}") from exc
+    print(f"wrote {args.out}: {gen.summary()}")
+    return 0
 
 
 def _num(x) -> str:

@@ -16,7 +16,8 @@ from vmroc.inject import SpecError
 from vmroc.inject import campaign as campaign_mod
 from vmroc.inject.campaign import Campaign, run_campaign
 
-DEMO = Path(__file__).resolve().parents[2] / "deploy" / "campaigns" / "demo.yaml"
+CAMPAIGNS = Path(__file__).resolve().parents[2] / "deploy" / "campaigns"
+DEMO = CAMPAIGNS / "demo.yaml"
 
 
 def load(tmp_path, text: str) -> Campaign:
@@ -234,6 +235,23 @@ def test_auto_ids_skip_the_ones_given(tmp_path):
 def test_a_run_without_faults_needs_a_duration(tmp_path):
     c = load(tmp_path, "baseline: 30s\ncooldown: 0s\nduration: 20m\nfaults: []\n")
     assert c.steps == () and c.planned_s == 1200.0
+
+
+# -- the shipped campaign files -----------------------------------------------------------
+def test_shipped_campaigns_load_and_fit_their_purpose():
+    smoke = Campaign.load(CAMPAIGNS / "smoke.yaml")
+    from vmroc.inject.registry import get_kind
+    assert {get_kind(s.spec.kind).level for s in smoke.steps} == {
+        "cpu", "memory", "disk", "network", "cluster"}
+    assert smoke.baseline == 30 and smoke.planned_s <= 240
+    mixed = Campaign.load(CAMPAIGNS / "mixed.yaml")
+    counts = mixed.composed()
+    assert counts["group"] + counts["cascade"] >= 10 and mixed.planned_s <= 40 * 60
+    assert mixed.source.endswith("mixed.yaml") and mixed.name == "mixed"
+    normal = Campaign.load(CAMPAIGNS / "normal.yaml")
+    assert normal.steps == () and normal.planned_s >= 20 * 60
+    for path in sorted(CAMPAIGNS.glob("*.yaml")):
+        assert Campaign.load(path).steps is not None
 
 
 def test_cli_plan_json_is_the_resolved_schedule(tmp_path, capsys):
