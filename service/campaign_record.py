@@ -1,8 +1,8 @@
 """Run a campaign and record it in one step.
 
-    outcome = run_recorded(Campaign.load("deploy/campaigns/smoke.yaml"), "smoke.jsonl.xz",
-                           lab_name="default", progress=print)
-    outcome["recording"]["written"], outcome["campaign"]["effective"]
+    result, info = run_recorded(Campaign.load("deploy/campaigns/smoke.yaml"),
+                                "smoke.jsonl.xz", lab_name="default", progress=print)
+    result.effective, info["recording"]["written"]
 
 What the run needs is started when it is not running already: the broker (through
 ``vmroc.bus.bootstrap``), the lab, and a sampler of every guest at ``rate`` Hz
@@ -27,7 +27,7 @@ from typing import Any, Callable
 from vmroc.bus import FAULTS, SAMPLES, Producer, bootstrap, ensure_topics
 from vmroc.deploy import Lab
 from vmroc.errors import VmrocError
-from vmroc.inject.campaign import Campaign, run_campaign
+from vmroc.inject.campaign import Campaign, CampaignResult, run_campaign
 from vmroc.inject.ledger import Ledger
 from vmroc.introspect.stream import stream
 
@@ -56,9 +56,9 @@ class _Worker(threading.Thread):
 def run_recorded(campaign: Campaign, out: str | Path, *, lab_name: str | None = None,
                  guests: int = 3, rate: float = 10.0, ledger: Ledger | None = None,
                  progress: Progress | None = None, stop: threading.Event | None = None,
-                 settle_s: float = 3.0) -> dict[str, Any]:
+                 settle_s: float = 3.0) -> tuple[CampaignResult, dict[str, Any]]:
     """Run ``campaign`` on a lab while sampling and recording; returns the campaign
-    result and the recording's counts."""
+    result and the recording's counts (and the sampler's)."""
     say = progress or (lambda msg: log.info("%s", msg))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +107,8 @@ def run_recorded(campaign: Campaign, out: str | Path, *, lab_name: str | None = 
     stats = sampler.result.to_json() if sampler.result is not None else {}
     say(f"recorded {counts.get('written', 0)} events to {out} "
         f"({out.stat().st_size / 1e6:.1f} MB)")
-    return {"campaign": result.to_dict(), "result_file": str(result.save()),
-            "recording": {"path": str(out), "bytes": out.stat().st_size, **counts},
-            "sampler": stats}
+    return result, {"recording": {"path": str(out), "bytes": out.stat().st_size, **counts},
+                    "sampler": stats}
 
 
 class _patient_signals:

@@ -22,7 +22,7 @@ COMMAND_MODULES = [
     "vmroc.introspect.cli",
     "vmroc.introspect.sample_cli",
     "vmroc.inject.cli",
-    "vmroc.inject.campaign_cli",
+    "vmroc.service.campaign_cli",
     "vmroc.detect.cli",
     "vmroc.rca.cli",
     "vmroc.service.cli",

@@ -26,7 +26,7 @@ cooldown: 1s
 faults:
   - {at: 0s, kind: disk-eio, guest: g2, duration: 3s, params: {iotype: write}}
   - {at: 1s, kind: net-drop, guest: g3, duration: 3s, params: {loss: 100}}
-  - {at: 6s, kind: cpu-nmi, guest: g3, duration: 0s}
+  - {at: 6s, kind: cpu-nmi, guest: g1, duration: 0s}
 """
 
 

@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 from vmroc.deploy import Lab
 
-from .campaign import Campaign, CampaignResult, Step, hms, run_campaign
-from .errors import SpecError
-from .ledger import Ledger
+from vmroc.inject.campaign import Campaign, CampaignResult, Step, hms, run_campaign
+from vmroc.inject.errors import SpecError
+from vmroc.inject.ledger import Ledger
 
 
 def register(subparsers) -> None:
@@ -57,6 +57,14 @@ def register(subparsers) -> None:
             c.add_argument("--no-kafka", action="store_true",
                            help="keep the ledger local (sent later by any ledger flush)")
             c.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+            c.add_argument("--record", metavar="OUT", default=None,
+                           help="also sample every guest and record samples + ledger to OUT "
+                                "(.jsonl.xz compresses); starts the broker and the lab if "
+                                "they are not up; `vmroc eval OUT` scores it")
+            c.add_argument("--rate", type=float, default=10.0, metavar="HZ",
+                           help="with --record: samples per second per guest (10)")
+            c.add_argument("--guests", type=int, default=3,
+                           help="with --record: guests of a lab it starts (3)")
     g = sub.add_parser(
         "generate", help="write a seeded campaign file (same arguments, same bytes)",
         description="Draw a campaign: kinds (each at least once when there are enough "
@@ -171,12 +179,25 @@ def setup_run(args) -> RunSetup:
 
 def cmd_run(args) -> int:
     run = setup_run(args)
+    extra = None
     try:
-        result = run_campaign(run.campaign, run.lab, run.ledger, progress=run.progress,
-                              stop=run.stop)
+        if args.record:
+            from .campaign_record import run_recorded
+            result, extra = run_recorded(run.campaign, args.record, lab_name=run.lab.name,
+                                         guests=args.guests, rate=args.rate,
+                                         ledger=run.ledger, progress=run.progress,
+                                         stop=run.stop)
+        else:
+            result = run_campaign(run.campaign, run.lab, run.ledger, progress=run.progress,
+                                  stop=run.stop)
     finally:
         run.ledger.close()
-    return report_run(result, args.json)
+    code = report_run(result, args.json, extra)
+    if extra and not args.json:
+        rec = extra["recording"]
+        print(f"recording: {rec['path']} ({rec['written']} events, {rec['bytes'] / 1e6:.1f} MB); "
+              f"score it with `vmroc eval {rec['path']}`")
+    return code
 
 
 def report_run(result: CampaignResult, as_json: bool, extra: dict[str, Any] | None = None
@@ -201,7 +222,7 @@ def report_run(result: CampaignResult, as_json: bool, extra: dict[str, Any] | No
 
 
 def cmd_generate(args) -> int:
-    from .generate import generate
+    from vmroc.inject.generate import generate
     to_stdout = args.out == "-"
     name = args.name or ("generated" if to_stdout else Path(args.out).stem)
     gen = generate(args.faults, args.seed, kinds=args.kinds, guests=args.guests,
