@@ -15,6 +15,7 @@ import math
 from collections import deque
 
 from vmroc.events import Sample
+from vmroc.introspect.logparts import LOG_PARTS, part_of
 
 # Counters that only grow: the detector sees their rate per second of wall clock.
 # jiffies and uptime_s stop growing when the guest is paused: a rate of 0 is loud.
@@ -31,13 +32,15 @@ RATES = (
 # Per-sample counts of new events (kernel log lines; log_errors: level err or worse):
 # summed over the window, per second, so one error line stays visible for a window.
 EVENTS = ("log_errors", "log_lines")
+# New kernel log lines by the part they name (introspect.logparts), counted like EVENTS.
+LOG_EVENTS = tuple(f"log_{part}" for part in LOG_PARTS)
 # Gauges: their level is the feature. (Not the load averages: they drift for minutes
 # after any change, so a short baseline cannot say what is normal for them.)
 LEVELS = (
     "tasks", "tasks_running", "tasks_blocked", "tasks_zombie", "memfree_kb",
     "rq_nr_running", "rq_nr_iowait",
 )
-FEATURES = tuple(f"{name}/s" for name in RATES + EVENTS) + LEVELS
+FEATURES = tuple(f"{name}/s" for name in RATES + EVENTS + LOG_EVENTS) + LEVELS
 MIN_DT = 0.02  # samples closer than this carry no rate information
 
 
@@ -49,6 +52,7 @@ class Featurizer:
     def __init__(self, window_s: float = 3.0) -> None:
         self.window_s = window_s
         self.recent: deque[Sample] = deque()  # samples of the last window_s, oldest first
+        self.logs: deque[list[int]] = deque()  # their log lines by part (LOG_PARTS order)
         self.restarts = 0  # counters went backwards: the guest rebooted or was relaunched
 
     def update(self, sample: Sample) -> list[float] | None:
@@ -58,9 +62,12 @@ class Featurizer:
                           for n in ("jiffies", "uptime_s")):
             self.restarts += 1  # the guest restarted: its counters did too
             recent.clear()
+            self.logs.clear()
         recent.append(sample)
+        self.logs.append(log_counts(sample.log))
         while len(recent) > 2 and recent[1].ts <= sample.ts - self.window_s:
             recent.popleft()
+            self.logs.popleft()
         ref = recent[0]
         dt = sample.ts - ref.ts
         if dt < MIN_DT:
@@ -68,5 +75,16 @@ class Featurizer:
         f, p = sample.features, ref.features
         out = [max(f.get(n, 0.0) - p.get(n, 0.0), 0.0) / dt for n in RATES]
         out += [sum(s.features.get(n, 0.0) for s in list(recent)[1:]) / dt for n in EVENTS]
+        out += [sum(c[i] for c in list(self.logs)[1:]) / dt for i in range(len(LOG_PARTS))]
         out += [float(f.get(n, 0.0)) for n in LEVELS]
         return [x if math.isfinite(x) else 0.0 for x in out]
+
+
+def log_counts(lines: list[str] | None) -> list[int]:
+    """How many of ``lines`` name each part, in ``LOG_PARTS`` order."""
+    counts = [0] * len(LOG_PARTS)
+    for line in lines or ():
+        part = part_of(line)
+        if part is not None:
+            counts[LOG_PARTS.index(part)] += 1
+    return counts

@@ -12,8 +12,10 @@ PARTS = ("cpu", "memory", "disk", "network", "guest")
 
 # feature name (without "/s") -> part; checked by prefix, first match wins
 _FEATURE_PARTS = (
-    (("jiffies", "uptime_s", "samples"), "guest"),
-    (("vda_", "cpu_iowait_s", "rq_nr_iowait", "tasks_blocked", "log_errors"), "disk"),
+    (("log_cpu",), "cpu"), (("log_memory",), "memory"), (("log_disk",), "disk"),
+    (("log_network",), "network"),
+    (("jiffies", "uptime_s", "samples", "log_errors"), "guest"),
+    (("vda_", "cpu_iowait_s", "rq_nr_iowait", "tasks_blocked"), "disk"),
     (("eth0_", "tcp_"), "network"),
     (("memfree_kb", "vm_"), "memory"),
     (("cpu_", "rq_", "tasks", "top"), "cpu"),

@@ -37,9 +37,9 @@ from .errors import RCAError
 __all__ = ["CausalRanker"]
 
 CLOCK = "jiffies/s"  # the guest's own clock rate
-# Kernel error lines are the kernel saying what failed, not a side effect measured
-# statistically: their evidence counts this many times.
-EXPLICIT = {"log_errors/s": 5.0}
+# Kernel lines naming a part (introspect.logparts) are the kernel saying what failed,
+# not a side effect measured statistically: their evidence counts this many times.
+EXPLICIT = {f"log_{part}/s": 5.0 for part in ("cpu", "memory", "disk", "network")}
 
 
 class CausalRanker:

@@ -171,9 +171,11 @@ def pick_timeline(run: Run, rows: list[dict[str, Any]], false_alarms: list[str],
 def _slim(sample: Sample, keep: tuple[str, ...]) -> Sample:
     """The sample with only the features detection reads (an hour of samples with all
     their features, task lists and log lines would not fit a small machine)."""
+    from vmroc.introspect.logparts import part_of
     f = sample.features
     return Sample(guest=sample.guest, ts=sample.ts, features={k: f[k] for k in keep if k in f},
-                  backend=sample.backend, consistent=sample.consistent, seq=sample.seq)
+                  backend=sample.backend, consistent=sample.consistent, seq=sample.seq,
+                  log=[line for line in sample.log or () if part_of(line)])
 
 
 def _end(row: dict[str, Any]) -> float:

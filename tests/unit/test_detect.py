@@ -101,3 +101,22 @@ def test_a_quiet_guest_raises_nothing_and_a_silent_one_does():
 def test_unknown_model_is_one_line():
     with pytest.raises(DetectError, match="unknown model 'svm'; use one of robust, forest"):
         Detector(model="svm")
+
+
+def test_kernel_lines_count_for_the_part_they_name():
+    from vmroc.introspect.logparts import part_of
+    assert [part_of(line) for line in (
+        "blk_update_request: I/O error, dev vda, sector 400 op 0x1:(WRITE)",
+        "mce: [Hardware Error]: Machine check events logged",
+        "Memory failure: 0x3f21: recovery action for clean LRU page: Recovered",
+        "Uhhuh. NMI received for unknown reason 3c on CPU 0.",
+        "INFO: task sh:123 blocked for more than 120 seconds.",
+        "NETDEV WATCHDOG: eth0 (virtio_net): transmit queue 0 timed out",
+        "vmroc-guest: heartbeat 12 name=g1")] == \
+        ["disk", "cpu", "memory", "cpu", "disk", "network", None]
+    f = Featurizer(window_s=2.0)
+    f.update(sample("g", 100.0, jiffies=0))
+    f.update(Sample(guest="g", ts=100.5, features={"jiffies": 125}, backend="test",
+                    consistent=True, log=["I/O error, dev vda, sector 8", "heartbeat 3"]))
+    v = dict(zip(f.names, f.update(sample("g", 101.0, jiffies=250))))
+    assert v["log_disk/s"] == pytest.approx(1.0) and v["log_memory/s"] == 0  # 1 line in 1 s

@@ -21,8 +21,11 @@ def anomaly(guest, onset, **deviations) -> Anomaly:
 
 def test_features_and_faults_map_to_parts():
     assert [feature_part(f) for f in ("vda_wr/s", "eth0_rxp/s", "memfree_kb", "jiffies/s",
-                                      "cpu_user_s/s", "log_errors/s", "samples/s")] == \
-        ["disk", "network", "memory", "guest", "cpu", "disk", "guest"]
+                                      "cpu_user_s/s", "log_errors/s", "samples/s",
+                                      "log_disk/s", "log_memory/s", "log_cpu/s",
+                                      "log_network/s")] == \
+        ["disk", "network", "memory", "guest", "cpu", "guest", "guest", "disk", "memory",
+         "cpu", "network"]
     assert fault_part("disk-eio", "disk") == "disk"
     assert fault_part("guest-suspend", "cluster") == "guest"
     assert fault_part("net-partition", "cluster") == "network"
@@ -77,7 +80,7 @@ def test_incidents_group_close_match_and_score():
     corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
     for ev in ledger:
         corr.add_fault(ev)
-    out = corr.add(anomaly("g2", 101.0, log_errors__s=20))
+    out = corr.add(anomaly("g2", 101.0, log_disk__s=20))
     out += corr.add(anomaly("g2", 104.0, vda_ioms__s=5, cpu_iowait_s__s=4))
     assert out == [] and corr.flush(108.0) == []           # still within quiet_s
     out += corr.flush(113.0)                                # quiet: closed
@@ -121,7 +124,7 @@ def test_lost_packets_are_blamed_on_the_guest_whose_every_peer_suffers():
 
 
 def test_a_kernel_error_line_outweighs_the_symptoms_around_it():
-    # disk writes fail: the kernel logs it, and the failing writer busies the CPU
-    eio = anomaly("g2", 0.0, log_errors__s=7, tasks_running=9, rq_nr_running=9,
+    # disk writes fail: the kernel logs an I/O error, and the failing writer busies the CPU
+    eio = anomaly("g2", 0.0, log_disk__s=7, tasks_running=9, rq_nr_running=9,
                   cpu_system_s__s=5)
     assert CausalRanker().fit().rank([eio])[0].component == "g2/disk"

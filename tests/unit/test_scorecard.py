@@ -149,11 +149,13 @@ def lab_stream(seconds=120, hz=5, effects=(), seed=0):
             if "pause" not in now:
                 jiffies += 250 / hz * rng.uniform(0.95, 1.05)
                 vda_wr += rng.choice((0, 1))
+            error = "eio" in now and rng.random() < 0.6
             out.append(Sample(guest=g, ts=ts, backend="test", consistent=True, features={
                 "jiffies": int(jiffies), "uptime_s": jiffies / 250, "vda_wr": vda_wr,
                 "tasks": 50 + rng.randint(0, 1),
                 "memfree_kb": (60000 if "memory" in now else 180000) + rng.randint(-400, 400),
-                "log_errors": int("eio" in now and rng.random() < 0.6)}))
+                "log_errors": int(error)},
+                log=["I/O error, dev vda, sector 400 op 0x1:(WRITE)"] if error else None))
     return sorted(out, key=lambda s: s.ts)
 
 
