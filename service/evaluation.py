@@ -14,81 +14,17 @@ correlation produced, so only the ranking differs; ``rca.scorecard`` matches and
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmroc.events import Anomaly, FaultEvent, Incident, Sample
+from vmroc.events import Anomaly
+from vmroc.rca.replay import Run, run_recording
 
-from .recording import read_recording
+__all__ = ["evaluate_recordings", "pick_timeline", "run_recording", "Run"]
 
 log = logging.getLogger(__name__)
 
 TIMELINE_MARGIN_S = 20.0   # shown before and after the faults of the report's timeline
-
-
-@dataclass
-class Run:
-    """One recording replayed offline."""
-
-    path: str
-    header: dict[str, Any]
-    depends: dict[str, list[str]]
-    faults: list[FaultEvent]
-    anomalies: list[Anomaly]
-    incidents: list[Incident]
-    series: Any = None                       # rca.baselines.FeatureSeries, if kept
-    guests: list[str] = field(default_factory=list)
-    span: tuple[float, float] | None = None  # first and last sample time
-    samples: int = 0
-    skipped: int = 0                         # lines that did not parse
-    truncated: int | None = None             # a compressed stream cut after this line
-
-    @property
-    def hours(self) -> float:
-        return (self.span[1] - self.span[0]) / 3600 if self.span else 0.0
-
-
-def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | None = None,
-                  *, series: bool = True, **detector_options: Any) -> Run:
-    """Detection and RCA on a recording's samples, with its ledger; ``series`` keeps
-    every guest's feature vectors for rankers that read them (the baselines)."""
-    from vmroc.detect import Detector
-    from vmroc.detect.featurize import EVENTS, LEVELS, RATES
-    from vmroc.rca import Correlator
-    from vmroc.rca.baselines import FeatureSeries
-    from vmroc.rca.rankers import make_ranker
-
-    stats: dict[str, int] = {}
-    header, events = read_recording(path, stats)
-    keep = RATES + EVENTS + LEVELS  # what the featurizer reads; the rest is not kept
-    samples, faults = [], []
-    for _, ev in events:
-        if isinstance(ev, Sample):
-            samples.append(_slim(ev, keep))
-        elif isinstance(ev, FaultEvent):
-            faults.append(ev)
-    samples.sort(key=lambda s: s.ts)
-    detector = Detector(**detector_options)
-    fs = FeatureSeries() if series else None
-    anomalies = []
-    for s in samples:
-        anomalies += detector.update(s)
-        if fs is not None:
-            fs.add(s)
-    depends = depends or header.get("depends") or {}
-    corr = Correlator(make_ranker(ranker, depends=depends, series=fs))
-    for ev in faults:
-        corr.add_fault(ev)
-    incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()
-    log.info("%s: %d samples, %d faults, %d anomalies, %d incidents", path, len(samples),
-             len(faults), len(anomalies), len(incidents))
-    return Run(path=str(path), header=header, depends=depends, faults=faults,
-               anomalies=anomalies, incidents=incidents, series=fs,
-               guests=sorted({s.guest for s in samples}),
-               span=(samples[0].ts, samples[-1].ts) if samples else None,
-               samples=len(samples), skipped=stats["skipped"],
-               truncated=stats.get("truncated"))
 
 
 def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
@@ -166,16 +102,6 @@ def pick_timeline(run: Run, rows: list[dict[str, Any]], false_alarms: list[str],
                        "rank1": i.causes[0].component if i.causes else None,
                        "false_alarm": i.id in false_alarms} for i in incidents],
     }
-
-
-def _slim(sample: Sample, keep: tuple[str, ...]) -> Sample:
-    """The sample with only the features detection reads (an hour of samples with all
-    their features, task lists and log lines would not fit a small machine)."""
-    from vmroc.introspect.logparts import part_of
-    f = sample.features
-    return Sample(guest=sample.guest, ts=sample.ts, features={k: f[k] for k in keep if k in f},
-                  backend=sample.backend, consistent=sample.consistent, seq=sample.seq,
-                  log=[line for line in sample.log or () if part_of(line)])
 
 
 def _end(row: dict[str, Any]) -> float:
