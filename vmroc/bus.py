@@ -269,12 +269,37 @@ class Consumer:
                 out += msgs
         return out
 
-    def commit(self) -> None:
-        """Commit everything polled so far (after flushing its DLQ copies)."""
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Commit everything polled so far (after flushing its DLQ copies), or only
+        ``offsets``: (topic, partition) -> the next offset to read."""
         if self._dlq_producer is not None:
             self._dlq_producer.flush()
-        if self.group is not None:
+        if self.group is None:
+            return
+        if offsets is None:
             self._consumer.commit()
+            return
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+        if offsets:
+            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                   for (t, p), o in offsets.items()})
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the next offset this member will read, for what it reads
+        now (everything polled so far is before it)."""
+        return {(tp.topic, tp.partition): self._consumer.position(tp)
+                for tp in self._consumer.assignment()}
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> messages behind the end of the partition, for what it
+        reads now (from the consumer's last fetch metadata; may be empty early on)."""
+        out = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
+        return out
 
     def run(self, handler: Callable[[Message], None], *, stop: threading.Event | None = None,
             max_messages: int | None = None, idle_timeout: float | None = None) -> int:

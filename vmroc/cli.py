@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "vmroc.rca.cli",
     "vmroc.service.cli",
     "vmroc.service.eval_cli",
+    "vmroc.service.serve_cli",
 ]
 
 

@@ -1,0 +1,128 @@
+"""``vmroc serve``: the long-running monitor and its dashboard, in one process.
+
+    vmroc serve [--host 127.0.0.1] [--port 8080] [--db URL] [--ranker heuristic]
+                [--lab NAME | --depends g2:g1,...] [--group vmroc-serve] [--no-worker]
+
+The worker (``service.worker``) consumes vmroc.samples and vmroc.faults, detects,
+ranks, publishes anomalies and incidents and stores everything (``service.store``);
+the dashboard (``service.app``) reads the store. Write actions need the token printed
+at start (or ``$VMROC_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the monitoring service and its dashboard (detect, rank, store, show)",
+        description="Consume vmroc.samples and vmroc.faults as one consumer group member, "
+                    "detect anomalies and rank incidents in process, publish them to "
+                    "vmroc.anomalies and vmroc.incidents, store everything (SQLite under the "
+                    "vmroc home by default) and serve the dashboard, /api/, /healthz and "
+                    "/metrics. Ctrl-C stops.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the dashboard)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0: any)")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="database URL (default sqlite:///$VMROC_HOME/service/vmroc.db; "
+                        "postgresql://... also works)")
+    p.add_argument("--ranker", default="heuristic",
+                   help="ranker from rca.rankers (default heuristic)")
+    p.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
+                   help="lab whose who-calls-whom RCA uses and the actions act on")
+    p.add_argument("--depends", default=None, metavar="G:S,...",
+                   help="who calls whom instead of the lab's, e.g. g2:g1,g3:g1")
+    p.add_argument("--group", default="vmroc-serve", help="Kafka consumer group")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="a new group starts at the oldest retained event (default: now)")
+    p.add_argument("--model", choices=["robust", "forest"], default="robust")
+    p.add_argument("--baseline", type=float, default=20.0, metavar="S",
+                   help="seconds of each guest's samples to learn normal from (20)")
+    p.add_argument("--silence", type=float, default=5.0, metavar="S",
+                   help="a guest without samples for S s while others have them is an anomaly")
+    p.add_argument("--window", type=float, default=10.0, metavar="S",
+                   help="anomalies starting within S seconds belong together (10)")
+    p.add_argument("--quiet", type=float, default=8.0, metavar="S",
+                   help="an incident closes after S seconds without anomalies (8)")
+    p.add_argument("--history", type=float, default=1.0, metavar="S",
+                   help="one stored feature vector per guest every S seconds (1)")
+    p.add_argument("--keep-hours", type=float, default=24.0, metavar="H",
+                   help="feature history and log lines kept (24 h); incidents stay")
+    p.add_argument("--no-worker", action="store_true",
+                   help="only the dashboard over the store (another process consumes)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _depends(args) -> dict[str, list[str]]:
+    from vmroc.errors import VmrocError
+    if args.depends:
+        out: dict[str, list[str]] = {}
+        for pair in args.depends.split(","):
+            guest, _, server = pair.partition(":")
+            if not guest or not server:
+                raise VmrocError(f"bad --depends entry {pair!r}: use GUEST:SERVER, e.g. g2:g1")
+            out.setdefault(guest, []).append(server)
+        return out
+    from vmroc.deploy import Lab
+    lab = Lab(args.lab)
+    return lab.dependencies() if lab.is_up else {}
+
+
+def cmd_serve(args) -> int:
+    from werkzeug.serving import make_server
+
+    from vmroc.proc import stop_on_signals
+    from vmroc.rca.rankers import check_ranker
+
+    from .app import create_app
+    from .store import Store
+    from .worker import Status, Worker
+
+    check_ranker(args.ranker)
+    store = Store(args.db)
+    stop = stop_on_signals()
+    status = worker_thread = None
+    if not args.no_worker:
+        status = Status()
+        options = {"model": args.model, "baseline_s": args.baseline, "silence_s": args.silence}
+        worker = Worker(store, group=args.group, from_beginning=args.from_beginning,
+                        status=status, ranker=args.ranker, depends=_depends(args),
+                        window_s=args.window, quiet_s=args.quiet, history_s=args.history,
+                        **options)
+
+        def work() -> None:
+            try:
+                worker.run(stop)
+            except Exception:  # noqa: BLE001 - reported in /healthz (503) and the log
+                pass
+        worker_thread = threading.Thread(target=work, name="vmroc-serve-worker", daemon=True)
+        worker_thread.start()
+    app = create_app({"STORE": store, "STATUS": status, "LAB": args.lab})
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as exc:
+        stop.set()
+        from vmroc.errors import VmrocError
+        raise VmrocError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    url = f"http://{args.host}:{server.server_port}/"
+    print(f"vmroc: dashboard at {url} (store {store._where()}); write actions need the "
+          f"token {app.config['TOKEN']}", file=sys.stderr, flush=True)
+    web = threading.Thread(target=server.serve_forever, name="vmroc-serve-http", daemon=True)
+    web.start()
+    try:
+        while not stop.wait(600):
+            if status is not None and args.keep_hours > 0:
+                span = store.span()
+                if span:
+                    store.prune(span[1] - args.keep_hours * 3600)
+    finally:
+        stop.set()
+        server.shutdown()
+        if worker_thread is not None:
+            worker_thread.join(timeout=30)
+    print("vmroc: serve stopped", file=sys.stderr)
+    return 0
