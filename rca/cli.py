@@ -2,6 +2,7 @@
 
     vmroc rca run [--lab NAME | --depends g2:g1,g3:g1] [--json]
     vmroc rca score [--campaign ID] [--json]
+    vmroc rca train RECORDING... -o MODEL [--seed 0] [--json]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
         description="`run` consumes vmroc.anomalies and vmroc.faults and publishes ranked "
                     "incidents to vmroc.incidents; `score` compares the incidents on the bus "
                     "with the fault ledger.")
-    sub = p.add_subparsers(dest="rca_command", metavar="run|score")
+    sub = p.add_subparsers(dest="rca_command", metavar="run|score|train")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     run = sub.add_parser("run", help="incidents from anomalies, until Ctrl-C")
     run.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
@@ -43,6 +44,18 @@ def register(subparsers) -> None:
                        help="stop reading a topic after S seconds without events (3)")
     score.add_argument("--json", action="store_true", help="print the report as JSON")
     score.set_defaults(func=cmd_score)
+    train = sub.add_parser(
+        "train", help="train the fingerprint ranker on recordings (labeled by their ledger)",
+        description="Replay each recording through detection and correlation, label its "
+                    "incidents with the injected faults of its own ledger, and fit the "
+                    "fingerprint ranker on them. Keep held-out recordings out of this.")
+    train.add_argument("recordings", nargs="+", metavar="RECORDING",
+                       help="recordings made by `vmroc campaign run --record`")
+    train.add_argument("-o", "--output", required=True, metavar="MODEL",
+                       help="model file to write (joblib)")
+    train.add_argument("--seed", type=int, default=0, help="random seed of the forests (0)")
+    train.add_argument("--json", action="store_true", help="print the model's metadata")
+    train.set_defaults(func=cmd_train)
 
 
 def _depends(args) -> dict[str, list[str]]:
@@ -109,3 +122,13 @@ def _during(incident, faults) -> bool:
     """Whether an unmatched incident falls within the campaign's time span."""
     times = [e.ts for e in faults]
     return bool(times) and min(times) <= incident.ts <= max(times) + 30
+
+
+def cmd_train(args) -> int:
+    from .train import train
+    say = (lambda msg: None) if args.json else (
+        lambda msg: print(f"rca train: {msg}", file=sys.stderr, flush=True))
+    model = train(args.recordings, args.output, seed=args.seed, progress=say)
+    if args.json:
+        print(json.dumps({"model": args.output, **model.meta_}, indent=1, default=str))
+    return 0

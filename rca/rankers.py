@@ -12,6 +12,7 @@ its class plus one line here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from .baselines import Baro, Dummy, FeatureSeries, NSigma
 from .errors import RCAError
 from .ranker import CausalRanker
 
-__all__ = ["RANKERS", "BASELINES", "RankerContext", "make_ranker", "check_ranker"]
+__all__ = ["RANKERS", "BASELINES", "SUPERVISED", "RankerContext", "make_ranker", "check_ranker"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class RankerContext:
     series: FeatureSeries | None = None      # every guest's feature vectors over time
     history: tuple[Anomaly, ...] = ()        # anomalies of ordinary times (noise)
     seed: int = 0
+    model: str | None = None                 # a trained model file (default: the shipped one)
+
+
+def _fingerprint(ctx: RankerContext):
+    from .fingerprint import Fingerprint
+    from .train import default_model_path
+    path = ctx.model or os.environ.get("VMROC_RCA_MODEL") or default_model_path()
+    return Fingerprint.load(path).using(ctx.series, ctx.depends)
 
 
 RANKERS: dict[str, Callable[[RankerContext], Any]] = {
@@ -40,7 +49,11 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "dummy": lambda ctx: Dummy(ctx.seed).fit(ctx.series),
     "nsigma": lambda ctx: NSigma().fit(ctx.series),
     "baro": lambda ctx: Baro().fit(ctx.series),
+    "fingerprint": _fingerprint,
 }
+
+# Rankers that learn from labeled incidents (`vmroc rca train`) before they rank.
+SUPERVISED = ("fingerprint",)
 
 # What `vmroc eval` ranks the same incidents with, next to the chosen ranker.
 BASELINES = ("dummy", "nsigma", "baro")

@@ -47,7 +47,8 @@ class Run:
 
 
 def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | None = None,
-                  *, series: bool = True, **detector_options: Any) -> Run:
+                  *, series: bool = True, rca_model: str | None = None,
+                  **detector_options: Any) -> Run:
     """Detection and RCA on a recording's samples, with its ledger; ``series`` keeps
     every guest's feature vectors for rankers that read them (the baselines)."""
     from vmroc.detect import Detector
@@ -74,7 +75,7 @@ def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | N
         if fs is not None:
             fs.add(s)
     depends = depends or header.get("depends") or {}
-    corr = Correlator(make_ranker(ranker, depends=depends, series=fs))
+    corr = Correlator(make_ranker(ranker, depends=depends, series=fs, model=rca_model))
     for ev in faults:
         corr.add_fault(ev)
     incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()

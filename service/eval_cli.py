@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                         "the causal rules of docs/rca.md); an unknown name lists them")
     p.add_argument("--model", choices=["robust", "forest"], default="robust",
                    help="detector model (robust)")
+    p.add_argument("--rca-model", metavar="FILE", default=None,
+                   help="trained model of the fingerprint ranker (default: $VMROC_RCA_MODEL "
+                        "or the shipped one; make one with `vmroc rca train`)")
     p.add_argument("--baseline", type=float, default=20.0, metavar="S",
                    help="seconds of each guest's samples the detector learns normal from (20)")
     p.add_argument("--grace", type=float, default=10.0, metavar="S",
@@ -42,6 +45,7 @@ def cmd_eval(args) -> int:
     from .evaluation import evaluate_recordings
     report, detail = evaluate_recordings(args.recordings, ranker=args.ranker,
                                          grace_s=args.grace, model=args.model,
+                                         rca_model=args.rca_model,
                                          baseline_s=args.baseline)
     if args.html:
         from .report import write_html

@@ -29,6 +29,7 @@ TIMELINE_MARGIN_S = 20.0   # shown before and after the faults of the report's t
 
 def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
                         baselines: tuple[str, ...] | None = None, *, grace_s: float | None = None,
+                        rca_model: str | None = None,
                         **detector_options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The scorecard of ``ranker`` over every recording, and of each baseline on the same
     incidents. Returns the report (``vmroc eval --json``) and the detail a report page
@@ -37,13 +38,15 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
     from vmroc.rca.scorecard import GRACE_S, Scored, rerank, score, summarize
 
     grace_s = GRACE_S if grace_s is None else grace_s
-    names = [b for b in (BASELINES if baselines is None else baselines) if b != ranker]
+    # the lab's own ranker is a contestant too when another one is scored
+    names = [b for b in (("heuristic", *BASELINES) if baselines is None else baselines)
+             if b != ranker]
     for name in (ranker, *names):  # an unknown name fails before any replay
         check_ranker(name)
     main, others = Scored(), {b: Scored() for b in names}
     recordings, timeline = [], None
     for path in paths:
-        run = run_recording(path, ranker, **detector_options)
+        run = run_recording(path, ranker, rca_model=rca_model, **detector_options)
         where = {"guests": run.guests, "span": run.span, "grace_s": grace_s}
         scored = score(run.faults, run.anomalies, run.incidents, **where)
         for row in scored.rows:
@@ -51,7 +54,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
         main += scored
         for b in names:
             ranked = rerank(run.incidents, make_ranker(b, depends=run.depends,
-                                                       series=run.series))
+                                                       series=run.series, model=rca_model))
             others[b] += score(run.faults, run.anomalies, ranked, **where)
         recordings.append({"path": run.path, "samples": run.samples,
                            "skipped_lines": run.skipped, "truncated_after_line": run.truncated,

@@ -1,0 +1,66 @@
+"""The supervised ranker: trained on labeled incidents of one synthetic lab run, it names
+the guest and the part of incidents it has not seen; the model survives a file."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmroc.rca.baselines import FeatureSeries
+from vmroc.rca.errors import RCAError
+from vmroc.rca.fingerprint import Example, Fingerprint, profile
+from vmroc.rca.rankers import make_ranker
+
+from .test_scorecard import GUESTS, anomaly, lab_stream
+
+PARTS = {"pause": "guest", "eio": "disk", "memory": "memory"}
+
+
+def episodes(seed: int, n: int = 9):
+    """(guest, start, what) for ``n`` faults 40 s apart, every kind on rotating guests."""
+    whats = list(PARTS)
+    return [(GUESTS[(i + seed) % 3], 60.0 + 40 * i, whats[(i * 2 + seed) % 3]) for i in range(n)]
+
+
+def run(seed: int):
+    eps = episodes(seed)
+    samples = lab_stream(seconds=60 + 40 * len(eps) + 30, effects=[
+        (g, t, t + 12, what) for g, t, what in eps], seed=seed)
+    series = FeatureSeries.from_samples(samples)
+    # the detector sees the culprit first, then (sometimes) a bystander
+    incidents = [[anomaly(g, t + 0.4), anomaly(GUESTS[(GUESTS.index(g) + 1) % 3], t + 2.5)]
+                 for g, t, _ in eps]
+    return eps, series, incidents
+
+
+def examples(seed: int) -> list[Example]:
+    eps, series, incidents = run(seed)
+    return [Example(profile(series, anomalies, GUESTS), frozenset([g]), PARTS[what], what)
+            for (g, _, what), anomalies in zip(eps, incidents)]
+
+
+def test_trained_on_one_run_it_names_guest_and_part_in_another(tmp_path):
+    model = Fingerprint(n_estimators=100).fit(examples(0) + examples(1))
+    eps, series, incidents = run(2)
+    model.using(series)
+    right = 0
+    for (g, _, what), anomalies in zip(eps, incidents):
+        causes = model.rank(anomalies)
+        assert len(causes) == 15 and causes[0].score >= causes[-1].score
+        right += causes[0].component == f"{g}/{PARTS[what]}"
+    assert right >= 8, f"{right}/9 rank-1 right"
+    path = model.save(tmp_path / "m.joblib")
+    again = make_ranker("fingerprint", model=str(path), series=series)
+    assert [c.component for c in again.rank(incidents[0])] == \
+        [c.component for c in model.rank(incidents[0])]
+    assert again.meta_["examples"] == 18
+
+
+def test_a_model_that_is_not_one_is_one_line(tmp_path):
+    bad = tmp_path / "m.joblib"
+    bad.write_text("hello")
+    with pytest.raises(RCAError, match="cannot load the RCA model"):
+        Fingerprint.load(bad)
+    with pytest.raises(RCAError, match="needs labeled incidents"):
+        Fingerprint().fit([])
+    with pytest.raises(RCAError, match="before fit"):
+        Fingerprint().rank([anomaly("g1", 1.0)])
