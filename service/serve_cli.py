@@ -83,6 +83,9 @@ def cmd_serve(args) -> int:
     from .worker import Status, Worker
 
     check_ranker(args.ranker)
+    if args.verbose < 1:  # werkzeug logs every request at INFO
+        import logging
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     store = Store(args.db)
     stop = stop_on_signals()
     status = worker_thread = None

@@ -129,8 +129,8 @@ class Batch:
     state: dict[str, bytes] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return (len(self.history) + len(self.logs) + len(self.anomalies)
-                + len(self.incidents) + len(self.faults))
+        return (sum(g["n"] for g in self.guests.values()) + len(self.history)
+                + len(self.logs) + len(self.anomalies) + len(self.incidents) + len(self.faults))
 
     def extend(self, other: "Batch") -> None:
         self.history += other.history

@@ -89,6 +89,9 @@ def incident_detail(store: Store, incident_id: str) -> dict[str, Any] | None:
             dev = (a.deviations or {}).get(name, 0.0)
             key = (a.guest, name)
             moved[key] = max(moved.get(key, 0.0), dev)
+    for c in causes[:1]:        # and what the rank-1 cause rests on
+        for name, dev in c["features"].items():
+            moved.setdefault((c["guest"], name), dev)
     plotted = sorted(moved, key=lambda k: -moved[k])[:MAX_PLOTTED]
     series = []
     for guest in sorted({g for g, _ in plotted}):

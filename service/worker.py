@@ -113,10 +113,17 @@ class Processor:
     # -- input -------------------------------------------------------------------------
     def feed(self, msg: Message, wall: float | None = None) -> None:
         ev = msg.event
+        wall = time.monotonic() if wall is None else wall
+        if not self.arrived:
+            # the first data since (re)start: guests known from before get ``hold_s`` to
+            # show up too (their partitions may come in a later fetch)
+            for guest in self.last_ts:
+                self.queues.setdefault(guest, deque())
+                self.arrived[guest] = wall
         if isinstance(ev, Sample):
             q = self.queues.setdefault(ev.guest, deque())
             q.append((ev, msg.topic, msg.partition, msg.offset))
-            self.arrived[ev.guest] = time.monotonic() if wall is None else wall
+            self.arrived[ev.guest] = wall
         elif isinstance(ev, FaultEvent):
             self.batch.faults.append(ev)
             self.correlator.add_fault(ev)
@@ -229,6 +236,7 @@ class Status:
     store_error: str | None = None
     paused: bool = False            # consumption paused: the store refused a batch
     last_poll: float | None = None
+    assigned: int = 0               # partitions read, once their start offsets are known
     last_commit: float | None = None
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     consumed: dict[str, int] = field(default_factory=dict)   # topic -> events
@@ -289,6 +297,8 @@ class Worker:
                     st.broker_ok, st.broker_error = False, str(exc)
                     stop.wait(1.0)
                     continue
+                if not st.assigned:  # start offsets resolved: what is sent now is read
+                    st.assigned = len(inp.positions())
                 for m in msgs:
                     st.consumed[m.topic] = st.consumed.get(m.topic, 0) + 1
                     proc.feed(m)

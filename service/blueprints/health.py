@@ -29,7 +29,7 @@ def health() -> tuple[dict, bool]:
         out["worker"] = {"running": False, "note": "dashboard only: no worker in this process"}
     else:
         out["worker"] = {"running": status.running, "error": status.error,
-                         "paused": status.paused,
+                         "paused": status.paused, "partitions": status.assigned,
                          "last_poll_age_s": round(now - status.last_poll, 1)
                          if status.last_poll else None}
         out["broker"] = {"ok": status.broker_ok, "error": status.broker_error}

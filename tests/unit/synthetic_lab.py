@@ -45,7 +45,7 @@ def ledger(t0: float, faults=FAULTS, campaign: str = "synthetic") -> list[FaultE
     out = []
     for fid, kind, level, g, a, b in faults:
         for phase, ts in (("injected", a), ("effect-observed", a + 1), ("recovered", b)):
-            out.append(FaultEvent(fault_id=fid, kind=kind, level=level, phase=phase,
+            out.append(FaultEvent(fault_id=f"{fid}-{int(t0)}", kind=kind, level=level, phase=phase,
                                   ts=t0 + ts, target={"guests": [g]}, campaign=campaign,
                                   evidence={"time_to_recover": 1.5, "recovered": True}
                                   if phase == "recovered" else None))

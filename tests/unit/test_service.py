@@ -119,7 +119,7 @@ def test_incidents_page_and_api_show_the_rank1_cause_and_whether_it_was_right(ap
     data = c.get("/api/incidents").get_json()
     rows = data["incidents"]
     assert [r["rank1"] for r in rows] == ["g3/disk", "g2/guest"]  # newest first
-    assert [f["fault_id"] for f in rows[0]["faults"]] == ["f-eio"]
+    assert [f["kind"] for f in rows[0]["faults"]] == ["disk-eio"]
     assert rows[0]["faults"][0]["right"] and rows[1]["faults"][0]["rank"] == 1
     page = c.get("/incidents").get_data(as_text=True)
     assert "g3/disk" in page and "disk-eio" in page and 'class="ok">yes' in page
