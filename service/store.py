@@ -16,6 +16,8 @@ saved in the same transaction as the events it produced.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -29,7 +31,7 @@ from sqlalchemy import (JSON, Column, Float, Index, Integer, LargeBinary, MetaDa
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmroc.errors import VmrocError
-from vmroc.events import Anomaly, FaultEvent, Incident, from_dict, to_dict
+from vmroc.events import Anomaly, Cause, FaultEvent, Incident, from_dict, to_dict
 from vmroc.home import subdir
 
 __all__ = ["Store", "Batch", "StoreError", "default_url", "anomaly_id"]
@@ -79,6 +81,8 @@ incidents = Table(
     Column("rank1_score", Float),
     Column("fault_id", String(96)),                    # what the correlator matched (ledger)
     Column("rca_ms", Float),
+    Column("ranking", JSON, nullable=False),           # cause components, rank order
+    Column("members", JSON, nullable=False),           # its anomalies: guest, ts, onset, detector
     Column("body", JSON, nullable=False),              # the Incident event
     Index("incidents_ts", "ts"),
 )
@@ -291,28 +295,46 @@ class Store:
                                 .order_by(logs.c.ts, logs.c.n).limit(500)).all()
         return [dict(r._mapping) for r in rows]
 
-    def anomalies(self, start: float, end: float, guest: str | None = None) -> list[Anomaly]:
-        """Anomalies with onset in [start, end]."""
-        q = select(anomalies.c.body).where(anomalies.c.onset >= start,
-                                           anomalies.c.onset <= end)
+    def anomalies(self, start: float, end: float, guest: str | None = None,
+                  light: bool = False) -> list[Anomaly]:
+        """Anomalies with onset in [start, end]; ``light``: only what matching reads
+        (guest, ts, onset, detector, score), fast (for scoring many)."""
+        cols = (anomalies.c.guest, anomalies.c.ts, anomalies.c.onset, anomalies.c.detector,
+                anomalies.c.score) if light else (anomalies.c.body,)
+        q = select(*cols).where(anomalies.c.onset >= start, anomalies.c.onset <= end)
         if guest is not None:
             q = q.where(anomalies.c.guest == guest)
         with self._read() as conn:
-            return [from_dict(Anomaly, r.body, nested=True)
-                    for r in conn.execute(q.order_by(anomalies.c.onset))]
+            rows = conn.execute(q.order_by(anomalies.c.onset)).all()
+        if light:
+            return [_light(Anomaly, guest=r.guest, ts=r.ts, onset=r.onset, detector=r.detector,
+                           score=r.score, features=[], deviations={}) for r in rows]
+        return [from_dict(Anomaly, r.body, nested=True) for r in rows]
 
-    def incidents_between(self, start: float, end: float) -> list[Incident]:
-        """Incidents whose span [onset, ts] meets [start, end]."""
+    def incidents_between(self, start: float, end: float, light: bool = False
+                          ) -> list[Incident]:
+        """Incidents whose span [onset, ts] meets [start, end]; ``light``: only what
+        matching reads (id, ts, guests, the anomalies' keys, the ranked components)."""
+        cols = (incidents.c.id, incidents.c.ts, incidents.c.guests, incidents.c.ranking,
+                incidents.c.members) if light else (incidents.c.body,)
         with self._read() as conn:
-            rows = conn.execute(select(incidents.c.body).where(
+            rows = conn.execute(select(*cols).where(
                 incidents.c.ts >= start, incidents.c.onset <= end)
                 .order_by(incidents.c.ts)).all()
-        return [from_dict(Incident, r.body) for r in rows]
+        if not light:
+            return [from_dict(Incident, r.body) for r in rows]
+        return [_light(Incident, id=r.id, ts=r.ts, guests=r.guests.split(","), fault_id=None,
+                       anomalies=[_light(Anomaly, guest=g, ts=ts, onset=onset, detector=d,
+                                         score=0.0, features=[], deviations={})
+                                  for g, ts, onset, d in r.members],
+                       causes=[_light(Cause, component=c, score=0.0, evidence=None)
+                               for c in r.ranking]) for r in rows]
 
     def fault_events(self, start: float | None = None, end: float | None = None,
-                     campaign: str | None = None) -> list[FaultEvent]:
+                     campaign: str | None = None, last: int | None = None
+                     ) -> list[FaultEvent]:
         """Every ledger entry of the faults injected in [start - FAULT_LOOKBACK_S, end]
-        (all of them without bounds), in time order."""
+        (all of them without bounds; the ``last`` ones injected), in time order."""
         inj = select(ledger.c.fault_id).where(ledger.c.phase == "injected")
         if start is not None:
             inj = inj.where(ledger.c.ts >= start - FAULT_LOOKBACK_S)
@@ -320,9 +342,13 @@ class Store:
             inj = inj.where(ledger.c.ts <= end)
         if campaign is not None:
             inj = inj.where(ledger.c.campaign == campaign)
+        if last is not None:
+            inj = inj.order_by(ledger.c.ts.desc()).limit(last)
         q = select(ledger.c.body).where(ledger.c.fault_id.in_(inj)).order_by(ledger.c.ts)
         with self._read() as conn:
-            return [from_dict(FaultEvent, r.body) for r in conn.execute(q)]
+            return [_light(FaultEvent, **{k: v for k, v in r.body.items()
+                                          if k not in ("schema", "v")})
+                    for r in conn.execute(q)]
 
     def ledger_rows(self) -> list[tuple[str, str, float]]:
         with self._read() as conn:
@@ -334,6 +360,13 @@ class Store:
             return [r[0] for r in conn.execute(
                 select(ledger.c.campaign).where(ledger.c.campaign.is_not(None))
                 .group_by(ledger.c.campaign).order_by(func.min(ledger.c.ts).desc()))]
+
+    def version(self) -> tuple:
+        """Changes whenever an incident, an anomaly or a ledger entry is added (for caches
+        of what is computed from them)."""
+        with self._read() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(t.c.ts)).select_from(t)
+                                      ).first() for t in (incidents, anomalies, ledger))
 
     def ping(self) -> None:
         """Raise StoreError unless the database answers."""
@@ -369,7 +402,23 @@ def _incident_row(i: Incident, rca_ms: float | None) -> dict[str, Any]:
     top = i.causes[0] if i.causes else None
     return {"id": i.id, "ts": i.ts, "onset": first, "guests": ",".join(i.guests),
             "rank1": top.component if top else None, "rank1_score": top.score if top else None,
-            "fault_id": i.fault_id, "rca_ms": rca_ms, "body": to_dict(i)}
+            "fault_id": i.fault_id, "rca_ms": rca_ms, "body": to_dict(i),
+            "ranking": [c.component for c in i.causes],
+            "members": [[a.guest, a.ts, a.onset, a.detector] for a in i.anomalies]}
+
+
+def _light(cls, **fields):
+    """An event rebuilt from the store without validating it again (it was validated
+    when it was stored): reading thousands for a scorecard stays fast."""
+    obj = cls.__new__(cls)
+    obj.__dict__.update(_defaults(cls), **fields)
+    return obj
+
+
+@functools.cache
+def _defaults(cls) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

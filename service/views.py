@@ -140,13 +140,29 @@ def guests_view(store: Store, now: float) -> list[dict[str, Any]]:
             for g in store.guests()]
 
 
+_CACHE: dict[tuple, Any] = {}
+
+
 def faults_view(store: Store, campaign: str | None = None, limit: int = 200
                 ) -> dict[str, Any]:
     """The ledger, one row per fault (newest first) with detection and localization
     times from the scorecard and the time to recover from the ledger; the scorecard of
-    ``campaign`` (default: the newest)."""
+    ``campaign`` (default: the newest). Kept until the store changes."""
+    key = (id(store), campaign, limit)
+    version = store.version()
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    out = _faults_view(store, campaign, limit)
+    if len(_CACHE) > 32:
+        _CACHE.clear()
+    _CACHE[key] = (version, out)
+    return out
+
+
+def _faults_view(store: Store, campaign: str | None, limit: int) -> dict[str, Any]:
     grace, score, summarize = _scorecard()
-    events = store.fault_events()
+    events = store.fault_events(last=limit)
     by_id: dict[str, list[FaultEvent]] = {}
     for e in events:
         by_id.setdefault(e.fault_id, []).append(e)
@@ -168,7 +184,7 @@ def faults_view(store: Store, campaign: str | None = None, limit: int = 200
     campaign = campaign or (campaigns[0] if campaigns else None)
     card = None
     if campaign is not None:
-        mine = [e for e in events if e.campaign == campaign]
+        mine = store.fault_events(campaign=campaign)
         scored = _scored(store, mine, grace, score)
         card = {"campaign": campaign, **summarize(scored)} if scored else None
     return {"faults": rows, "campaigns": campaigns, "scorecard": card}
@@ -179,8 +195,8 @@ def _scored(store: Store, events: list[FaultEvent], grace: float, score):
         return None
     start = min(e.ts for e in events)
     end = max(e.ts for e in events) + grace
-    anomalies = store.anomalies(start - grace, end)
-    incidents = store.incidents_between(start - grace, end + 60.0)
+    anomalies = store.anomalies(start - grace, end, light=True)
+    incidents = store.incidents_between(start - grace, end + 60.0, light=True)
     return score(events, anomalies, incidents, guests=_lab(store), span=store.span(),
                  grace_s=grace)
 
