@@ -12,6 +12,8 @@ Entry points::
 
     run_rca(servers, stop=event)                       # vmroc.anomalies -> vmroc.incidents
 
+    rank_table("metrics.csv", anomaly_start=T)         # any metric table: [(metric, score)]
+
 Components (``rca.components``) name what broke: ``<guest>/<cpu|memory|disk|network|guest>``.
 Root error: ``RCAError``.
 """
@@ -25,10 +27,11 @@ from .incidents import Correlator
 from .ranker import CausalRanker
 from .rankers import BASELINES, RANKERS, make_ranker
 from .scorecard import scorecard
+from .table import TABLE_RANKERS, rank_table
 from .worker import run_rca
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["CausalRanker", "Correlator", "evaluate", "format_report", "scorecard", "run_rca",
            "RCAError", "make_ranker", "RANKERS", "BASELINES", "component", "fault_part",
-           "feature_part", "PARTS"]
+           "feature_part", "PARTS", "rank_table", "TABLE_RANKERS"]
