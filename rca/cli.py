@@ -3,6 +3,7 @@
     vmroc rca run [--lab NAME | --depends g2:g1,g3:g1] [--json]
     vmroc rca score [--campaign ID] [--json]
     vmroc rca train RECORDING... -o MODEL [--seed 0] [--json]
+    vmroc rca rank --csv FILE --anomaly-start T [--top 5] [--ranker NAME] [--json]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
         description="`run` consumes vmroc.anomalies and vmroc.faults and publishes ranked "
                     "incidents to vmroc.incidents; `score` compares the incidents on the bus "
                     "with the fault ledger.")
-    sub = p.add_subparsers(dest="rca_command", metavar="run|score|train")
+    sub = p.add_subparsers(dest="rca_command", metavar="run|score|train|rank")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     run = sub.add_parser("run", help="incidents from anomalies, until Ctrl-C")
     run.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
@@ -56,6 +57,22 @@ def register(subparsers) -> None:
     train.add_argument("--seed", type=int, default=0, help="random seed of the forests (0)")
     train.add_argument("--json", action="store_true", help="print the model's metadata")
     train.set_defaults(func=cmd_train)
+    rank = sub.add_parser(
+        "rank", help="rank the metrics of any table as root causes (no lab needed)",
+        description="FILE is a wide CSV table as RCAEval's: a `time` column of epoch "
+                    "seconds and one numeric column per metric. Rows before the anomaly "
+                    "start are normal (at least 10); the metrics are ranked by how likely "
+                    "each is where the anomaly began. Columns constant throughout come last.")
+    rank.add_argument("--csv", required=True, metavar="FILE", help="the metric table")
+    rank.add_argument("--anomaly-start", required=True, type=float, metavar="T",
+                      help="epoch seconds of the first anomalous row")
+    rank.add_argument("--top", type=int, default=5, metavar="N",
+                      help="print the N likeliest metrics (5; 0 for all)")
+    rank.add_argument("--ranker", default="residual", metavar="NAME",
+                      help="residual (default), baro, nsigma or dummy")
+    rank.add_argument("--json", action="store_true",
+                      help='print [{"metric": ..., "score": ...}, ...]')
+    rank.set_defaults(func=cmd_rank)
 
 
 def _depends(args) -> dict[str, list[str]]:
@@ -131,4 +148,18 @@ def cmd_train(args) -> int:
     model = train(args.recordings, args.output, seed=args.seed, progress=say)
     if args.json:
         print(json.dumps({"model": args.output, **model.meta_}, indent=1, default=str))
+    return 0
+
+
+def cmd_rank(args) -> int:
+    from .table import rank_table
+    ranked = rank_table(args.csv, args.anomaly_start, ranker=args.ranker)
+    if args.top > 0:
+        ranked = ranked[:args.top]
+    if args.json:
+        print(json.dumps([{"metric": m, "score": round(s, 4)} for m, s in ranked]))
+        return 0
+    width = max(len(m) for m, _ in ranked)
+    for i, (metric, score) in enumerate(ranked, 1):
+        print(f"{i:>3}. {metric:<{width}}  {score:10.3f}")
     return 0
