@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -174,9 +175,13 @@ def live(args) -> dict:
             if proc.poll() is not None:
                 sys.exit("vmroc serve died: " + log.read())
         while True:
-            with urllib.request.urlopen(url + "healthz") as r:
-                if json.load(r)["worker"]["partitions"]:
-                    break
+            try:
+                with urllib.request.urlopen(url + "healthz") as r:
+                    health = json.load(r)
+            except urllib.error.HTTPError as exc:   # 503 until the broker answers
+                health = json.load(exc)
+            if health["worker"]["partitions"]:
+                break
             time.sleep(0.3)
         warmup = 30.0
         start, cpu_start, t_start = time.time(), None, None
