@@ -226,3 +226,47 @@ def test_a_fault_event_alone_is_stored_once():
         proc.feed(Message(FAULTS, 0, offset, None, 0, ev))
         store.write(proc.take()[1])
     assert store.ledger_rows() == [("f", "injected", T0)]
+
+
+def test_a_store_that_refuses_a_batch_pauses_and_commits_nothing_until_it_is_stored(
+        monkeypatch):
+    import threading
+
+    from vmroc.service.store import StoreError
+    from vmroc.service.worker import Worker
+    store = Store("sqlite://")
+    worker = Worker(store, depends=DEPENDS, baseline_s=20)
+    msgs = messages(events(T0))[:300]
+    for m in msgs:
+        worker.processor.feed(m, wall=0.0)
+    worker.processor.release(wall=100.0)
+    seen, write = [], store.write
+
+    class Bus:
+        committed = None
+
+        def positions(self):
+            return {(m.topic, m.partition): m.offset + 1 for m in msgs}
+
+        def commit(self, offsets):
+            self.committed = offsets
+
+        def send(self, event):
+            pass
+
+        def flush(self):
+            pass
+
+    bus = Bus()
+
+    def refusing_once(batch):
+        seen.append((worker.status.paused, bus.committed))
+        if len(seen) == 1:
+            raise StoreError("cannot write: database is locked")
+        write(batch)
+    monkeypatch.setattr(store, "write", refusing_once)
+    worker._commit(bus, bus, threading.Event())
+    assert seen == [(False, None), (True, None)]     # paused, nothing committed meanwhile
+    assert not worker.status.paused and worker.status.store_ok
+    assert sum(g["samples"] for g in store.guests()) == 300 - worker.processor.queued()
+    assert sum(bus.committed.values()) == 300 - worker.processor.queued()
