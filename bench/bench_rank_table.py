@@ -2,13 +2,14 @@
 random order, on seeded synthetic tables with a known root. Not a test.
 
     python3 bench/bench_rank_table.py [--cases 40] [--seed 0] [--before 120,300]
-        [--lags 1,3] [--ar 0,0.9] [--sigma 3,8] [--ranker residual] [--json]
+        [--lags 1,3] [--ar 0,0.9] [--sigma 3,8] [--tails DF] [--ranker residual] [--json]
 
 Each case is ``rca.synthetic.synthetic_case(seed + i)``: a random lagged linear
 structural model of 8-20 metrics (lags 1-3 rows, autoregression, Gaussian noise, each
 metric at its own scale), one root with children given a level shift, a spike or a
 variance change of 3-8 of its normal standard deviations at the anomaly start; the
-kinds take turns. Every ranker ranks the same tables through ``rca.rank_table``.
+kinds take turns (``--tails DF``: Student-t noise, heavy tails, instead of Gaussian).
+Every ranker ranks the same tables through ``rca.rank_table``.
 Reported as in RCAEval: AC@k (the root within the first k), Avg@5 (the mean of AC@1..5),
 AC@1 per fault kind, milliseconds per table, and the chosen ranker's ratio to BARO.
 """
@@ -47,16 +48,19 @@ def main() -> None:
                     help="autoregression of each metric (0,0.9)")
     ap.add_argument("--sigma", default="3,8", metavar="LO,HI",
                     help="fault size in the root's normal std (3,8)")
+    ap.add_argument("--tails", type=float, default=None, metavar="DF",
+                    help="Student-t noise with DF degrees of freedom (default: Gaussian)")
     ap.add_argument("--ranker", default="residual", choices=list(TABLE_RANKERS),
                     help="the ranker compared with the baselines (residual)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cases = synthetic_cases(args.cases, seed=args.seed, before=pair(args.before, int),
                             lags=pair(args.lags, int), ar=pair(args.ar),
-                            sigma=pair(args.sigma))
+                            sigma=pair(args.sigma), tails=args.tails)
     rankers = [args.ranker] + [b for b in BASELINES if b != args.ranker]
     result = {"cases": len(cases), "seed": args.seed, "generator": {
         "before": args.before, "lags": args.lags, "ar": args.ar, "sigma": args.sigma,
+        "tails": args.tails,
         "kinds": {k: sum(c.kind == k for c in cases) for k in KINDS}}, "rankers": {}}
     for name in rankers:
         ranks, spent = [], 0.0
@@ -83,7 +87,8 @@ def main() -> None:
         return
     g = result["generator"]
     print(f"{len(cases)} synthetic tables from seed {args.seed} (normal rows {g['before']}, "
-          f"lags {g['lags']}, autoregression {g['ar']}, fault {g['sigma']} sigma; "
+          f"lags {g['lags']}, autoregression {g['ar']}, fault {g['sigma']} sigma, "
+          f"{'t(' + format(g['tails'], 'g') + ')' if g['tails'] else 'Gaussian'} noise; "
           + ", ".join(f"{n} {k}" for k, n in g["kinds"].items()) + ")")
     print(f"{'ranker':9} {'AC@1':>5} {'AC@3':>5} {'Avg@5':>6}  "
           + " ".join(f"{'@1 ' + k:>11}" for k in KINDS) + f" {'ms/table':>9}")

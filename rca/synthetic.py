@@ -43,9 +43,11 @@ class SyntheticCase:
 def synthetic_case(seed: int, *, n_metrics: tuple[int, int] = (8, 20),
                    before: tuple[int, int] = (120, 300), after: tuple[int, int] = (60, 120),
                    sigma: tuple[float, float] = (3.0, 8.0), lags: tuple[int, int] = (1, 3),
-                   ar: tuple[float, float] = (0.0, 0.9), kind: str | None = None,
+                   ar: tuple[float, float] = (0.0, 0.9), tails: float | None = None,
+                   kind: str | None = None,
                    t0: float = 1_700_000_000.0) -> SyntheticCase:
-    """One seeded case (see the module docstring); ``kind`` forces the fault kind."""
+    """One seeded case (see the module docstring); ``kind`` forces the fault kind;
+    ``tails``: Student-t noise with that many degrees of freedom instead of Gaussian."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(n_metrics[0], n_metrics[1] + 1))
     n_before = int(rng.integers(before[0], before[1] + 1))
@@ -70,7 +72,8 @@ def synthetic_case(seed: int, *, n_metrics: tuple[int, int] = (8, 20),
 
     def simulate(fault) -> np.ndarray:
         x = np.zeros((rows, n))
-        e = rng_noise.standard_normal((rows, n)) * noise
+        e = (rng_noise.standard_normal((rows, n)) if tails is None
+             else rng_noise.standard_t(tails, (rows, n))) * noise
         for t in range(max(3, lags[1]), rows):
             for j in order:
                 v = ar[j] * x[t - 1, j] + e[t, j]

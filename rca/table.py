@@ -12,9 +12,10 @@ it on are the anomaly. No lab and no feature names are needed. The rankers
 - ``residual`` (default): a metric whose change is explained by metrics that changed
   before it is an effect, not a cause. Each metric is predicted from the last 3 rows of
   itself and of a few other metrics (a greedy sparse lagged regression fitted on the
-  normal rows), and scores the largest robust z of its prediction error after
-  ``anomaly_start``. The root's equation is where the fault enters, so its error jumps;
-  its children follow the root with their lags and keep ordinary errors.
+  normal rows), and scores how surprising its prediction errors are from
+  ``anomaly_start`` on (the largest robust z of one row, or of the mean of the first
+  rows for a level shift). The root's equation is where the fault enters, so its error
+  jumps; its children follow the root with their lags and keep ordinary errors.
 - ``baro``: BARO's root-cause stage (RCAEval): each metric scaled by the median and
   interquartile range of its normal rows (scikit-learn's ``RobustScaler``), scored by
   its largest |z| after ``anomaly_start``;
@@ -43,6 +44,8 @@ __all__ = ["rank_table", "read_table", "TABLE_RANKERS", "MIN_NORMAL_ROWS"]
 MIN_NORMAL_ROWS = 10
 LAGS = 3            # rows of the past a metric is predicted from (residual)
 MAX_PREDICTORS = 6  # lagged columns chosen per metric, at most one per 10 normal rows
+SHIFT_ROWS = 30     # rows after the start in which a persistent shift of the error counts
+MIN_FIT_ROWS = 20   # fewer normal rows than this: too few to learn from, residual is baro
 
 
 def read_table(frame) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -209,12 +212,20 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
        normal rows: at most ``MAX_PREDICTORS``, and one per 10 normal rows, so short
        normal periods are not overfit.
     3. The error (actual - predicted) of every row is robustly scaled on the normal
-       rows; the metric scores its largest |z| from the anomaly start on.
+       rows; the metric scores the larger of its largest |z| from the anomaly start on
+       (a spike, a wider spread) and the largest |mean z| of the first w <= 30 rows
+       after the start times sqrt(w) (a level shift: in a metric that keeps much of its
+       past, a shift adds only a little to each row's error, but in every row).
 
     A child moved by its parent is predicted from the parent's earlier (already moved)
     values, so its error stays ordinary; the root's error carries the fault itself.
+    With fewer than ``MIN_FIT_ROWS`` normal rows there is too little to learn the
+    lags from (on synthetic tables with 10-12 it did worse than BARO): it scores as baro.
     """
     from sklearn.linear_model import OrthogonalMatchingPursuit
+
+    if before < MIN_FIT_ROWS:
+        return baro(x, before, names)
 
     z = _robust_z(x, before)
     rows, n = z.shape
@@ -233,10 +244,18 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
             scores[j] = float(np.abs(z[before:, j]).max())
             continue
         model = OrthogonalMatchingPursuit(n_nonzero_coefs=k).fit(lagged[fit_rows], target)
-        err = z[:, j] - model.predict(lagged)
-        scores[j] = float(_max_abs_after(_robust_z(err[LAGS:, None], before - LAGS),
-                                         before - LAGS)[0])
+        err = z[LAGS:, j] - model.predict(lagged[LAGS:])
+        scores[j] = _surprise(_robust_z(err[:, None], before - LAGS)[before - LAGS:, 0])
     return scores
+
+
+def _surprise(after: np.ndarray) -> float:
+    """The larger of the largest |z| of one row and the largest |mean z| of the first
+    ``w <= SHIFT_ROWS`` rows times sqrt(w): how unlikely a spike, or a level shift that
+    is small in each row but persistent from the start on, is for standard noise."""
+    first = after[:SHIFT_ROWS]
+    shift = np.abs(np.cumsum(first)) / np.sqrt(np.arange(1, len(first) + 1))
+    return float(max(np.abs(after).max(), shift.max()))
 
 
 TABLE_RANKERS: dict[str, Callable[[np.ndarray, int, list[str]], np.ndarray]] = {

@@ -67,6 +67,13 @@ def test_on_40_generated_cases_the_default_beats_baro():
     assert ac1["residual"] >= 0.85, ac1
 
 
+def test_with_few_normal_rows_the_default_scores_as_baro():
+    table = {k: v[130:] for k, v in chain().items()}  # 20 rows: enough to fit the lags
+    assert rank_table(table, 1150) != rank_table(table, 1150, ranker="baro")
+    table = {k: v[135:] for k, v in chain().items()}  # 15: too few, so no regression
+    assert rank_table(table, 1150) == rank_table(table, 1150, ranker="baro")
+
+
 def test_constant_columns_rank_last_with_score_zero():
     table = chain()
     table["flat"] = np.full(200, 7.0)
