@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 
 def register(subparsers) -> None:
@@ -73,14 +72,11 @@ def _depends(args) -> dict[str, list[str]]:
 
 
 def cmd_serve(args) -> int:
-    from werkzeug.serving import make_server
-
     from vmroc.proc import stop_on_signals
     from vmroc.rca.rankers import check_ranker
 
-    from .app import create_app
+    from .server import Service
     from .store import Store
-    from .worker import Status, Worker
 
     check_ranker(args.ranker)
     if args.verbose < 1:  # werkzeug logs every request at INFO
@@ -88,44 +84,22 @@ def cmd_serve(args) -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     store = Store(args.db)
     stop = stop_on_signals()
-    status = worker_thread = None
-    if not args.no_worker:
-        status = Status()
-        options = {"model": args.model, "baseline_s": args.baseline, "silence_s": args.silence}
-        worker = Worker(store, group=args.group, from_beginning=args.from_beginning,
-                        status=status, ranker=args.ranker, depends=_depends(args),
-                        window_s=args.window, quiet_s=args.quiet, history_s=args.history,
-                        **options)
-
-        def work() -> None:
-            try:
-                worker.run(stop)
-            except Exception:  # noqa: BLE001 - reported in /healthz (503) and the log
-                pass
-        worker_thread = threading.Thread(target=work, name="vmroc-serve-worker", daemon=True)
-        worker_thread.start()
-    app = create_app({"STORE": store, "STATUS": status, "LAB": args.lab})
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
-    except OSError as exc:
-        stop.set()
-        from vmroc.errors import VmrocError
-        raise VmrocError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
-    url = f"http://{args.host}:{server.server_port}/"
-    print(f"vmroc: dashboard at {url} (store {store._where()}); write actions need the "
-          f"token {app.config['TOKEN']}", file=sys.stderr, flush=True)
-    web = threading.Thread(target=server.serve_forever, name="vmroc-serve-http", daemon=True)
-    web.start()
+    options = None if args.no_worker else {
+        "group": args.group, "from_beginning": args.from_beginning, "ranker": args.ranker,
+        "depends": _depends(args), "window_s": args.window, "quiet_s": args.quiet,
+        "history_s": args.history, "model": args.model, "baseline_s": args.baseline,
+        "silence_s": args.silence}
+    svc = Service.start(store, host=args.host, port=args.port, lab=args.lab,
+                        worker_options=options, stop=stop)
+    print(f"vmroc: dashboard at {svc.url} (store {store._where()}); write actions need the "
+          f"token {svc.token}", file=sys.stderr, flush=True)
     try:
         while not stop.wait(600):
-            if status is not None and args.keep_hours > 0:
+            if svc.status is not None and args.keep_hours > 0:
                 span = store.span()
                 if span:
                     store.prune(span[1] - args.keep_hours * 3600)
     finally:
-        stop.set()
-        server.shutdown()
-        if worker_thread is not None:
-            worker_thread.join(timeout=30)
+        svc.stop()
     print("vmroc: serve stopped", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ failing, and their ledger), so the expected incidents are known: the offline
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -210,9 +211,7 @@ def require_browser() -> tuple[str, str]:
         pytest.fail("headless Chromium is needed for the dashboard test: install the Debian "
                     "packages with `bash deploy/setup.sh` (or `apt-get install chromium "
                     "chromium-driver`)", pytrace=False)
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         pytest.fail("selenium is needed for the dashboard test: `pip install -e .`",
                     pytrace=False)
     return browser, driver
