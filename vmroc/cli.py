@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "vmroc.service.cli",
     "vmroc.service.eval_cli",
     "vmroc.service.serve_cli",
+    "vmroc.service.demo_cli",
 ]
 
 

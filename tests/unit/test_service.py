@@ -270,3 +270,14 @@ def test_a_store_that_refuses_a_batch_pauses_and_commits_nothing_until_it_is_sto
     assert not worker.status.paused and worker.status.store_ok
     assert sum(g["samples"] for g in store.guests()) == 300 - worker.processor.queued()
     assert sum(bus.committed.values()) == 300 - worker.processor.queued()
+
+
+def test_the_demo_scorecard_reads_the_store(app, capsys):
+    from vmroc.service.demo_cli import print_scorecard
+    from vmroc.service.views import faults_view
+    view = faults_view(app.config["STORE"], campaign="synthetic")
+    print_scorecard("synthetic", view["faults"], view["scorecard"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[:6] == ["guest-suspend", "g2", "yes", "yes", "1.6s", "g2/guest"]
+    assert out[3].split()[-2:] == ["g3/disk", "yes"]
+    assert out[4].startswith("  AC@1 1.00  AC@3 1.00  Avg@5 1.00  (2 effective of 2 faults")
