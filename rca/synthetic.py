@@ -90,13 +90,14 @@ def synthetic_case(seed: int, *, n_metrics: tuple[int, int] = (8, 20),
     clean = simulate(None)
     sd = float(clean[burn:start, root].std())
     spike_rows = int(rng.integers(1, 4))
+    sign = float(rng.choice([-1, 1]))  # shifts and spikes go up or down
     if kind == "shift":
         # the level moves by size*sd: the equation's input by (1 - ar) of it
         def fault(t, v, e_t):
-            return v + size * sd * (1 - ar[root])
+            return v + sign * size * sd * (1 - ar[root])
     elif kind == "spike":
         def fault(t, v, e_t):
-            return v + size * sd if t < start + spike_rows else v
+            return v + sign * size * sd if t < start + spike_rows else v
     elif kind == "variance":
         def fault(t, v, e_t):
             return v + (size - 1) * e_t  # the root's own noise, size times as wide
