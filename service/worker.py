@@ -189,9 +189,10 @@ class Processor:
         g = self.batch.guests.get(s.guest)
         self.batch.guests[s.guest] = {"first": s.ts, "last": s.ts, "n": 1} if g is None else {
             "first": g["first"], "last": s.ts, "n": g["n"] + 1}
-        self._history(s)
         for n, line in enumerate(s.log or ()):
             self.batch.logs.append({"guest": s.guest, "ts": s.ts, "n": n, "line": line[:500]})
+        s = _slim(s)       # what detection reads: the state saved each second stays small
+        self._history(s)
         if self.series is not None:
             self.series.add(s)
         for anomaly in self.detector.update(s):
@@ -222,6 +223,18 @@ class Processor:
         self.history_last[s.guest] = s.ts
         values = {n: round(v, 3) for n, v in zip(f.names, x) if v}
         self.batch.history.append({"guest": s.guest, "ts": s.ts, "vals": values})
+
+
+def _slim(sample: Sample) -> Sample:
+    """The sample with only the features and log lines the featurizer reads (no task
+    lists, no other lines)."""
+    from vmroc.detect.featurize import EVENTS, LEVELS, RATES
+    from vmroc.introspect.logparts import part_of
+    f = sample.features
+    return Sample(guest=sample.guest, ts=sample.ts, backend=sample.backend,
+                  consistent=sample.consistent, seq=sample.seq,
+                  features={k: f[k] for k in RATES + EVENTS + LEVELS if k in f},
+                  log=[line for line in sample.log or () if part_of(line)] or None)
 
 
 @dataclass
