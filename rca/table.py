@@ -222,7 +222,9 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
     With fewer than ``MIN_FIT_ROWS`` normal rows there is too little to learn the
     lags from (on synthetic tables with 10-12 it did worse than BARO): it scores as baro.
     """
-    from sklearn.linear_model import OrthogonalMatchingPursuit
+    import warnings
+
+    from sklearn.linear_model import orthogonal_mp_gram
 
     if before < MIN_FIT_ROWS:
         return baro(x, before, names)
@@ -233,19 +235,25 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
     for lag in range(1, LAGS + 1):
         lagged[lag:, (lag - 1) * n:lag * n] = z[:-lag]
     fit_rows = slice(LAGS, before)
-    sd = lagged[fit_rows].std(axis=0)
-    sd[sd <= 0] = 1.0
-    lagged /= sd
+    centre, spread = lagged[fit_rows].mean(axis=0), lagged[fit_rows].std(axis=0)
+    spread[spread <= 0] = 1.0
+    lagged = (lagged - centre) / spread
+    targets = z[fit_rows]
+    target_centre = targets.mean(axis=0)
     k = max(1, min(MAX_PREDICTORS, (before - LAGS) // 10, n * LAGS))
-    scores = np.zeros(n)
-    for j in range(n):
-        target = z[fit_rows, j]
-        if np.ptp(target) == 0:  # flat before the start: nothing to predict it from
-            scores[j] = float(np.abs(z[before:, j]).max())
-            continue
-        model = OrthogonalMatchingPursuit(n_nonzero_coefs=k).fit(lagged[fit_rows], target)
-        err = z[LAGS:, j] - model.predict(lagged[LAGS:])
-        scores[j] = _surprise(_robust_z(err[:, None], before - LAGS)[before - LAGS:, 0])
+    # every metric's pursuit from one Gram matrix (as OrthogonalMatchingPursuit with an
+    # intercept, for all metrics at once)
+    fit = lagged[fit_rows]
+    with warnings.catch_warnings():  # "ended prematurely": fewer useful columns than k
+        warnings.simplefilter("ignore", RuntimeWarning)
+        coef = orthogonal_mp_gram(fit.T @ fit, fit.T @ (targets - target_centre),
+                                  n_nonzero_coefs=k)
+    coef = np.nan_to_num(np.asarray(coef).reshape(n * LAGS, n))
+    errors = z[LAGS:] - (lagged[LAGS:] @ coef + target_centre)
+    errors = _robust_z(errors, before - LAGS)[before - LAGS:]
+    scores = np.array([_surprise(errors[:, j]) for j in range(n)])
+    flat = np.ptp(targets, axis=0) == 0  # flat before the start: nothing to predict from
+    scores[flat] = np.abs(z[before:, flat]).max(axis=0)
     return scores
 
 
