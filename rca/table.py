@@ -23,7 +23,7 @@ it on are the anomaly. No lab and no feature names are needed. The rankers
 - ``dummy``: a random order, seeded by the table (the floor).
 
 Columns constant over the whole table score 0 and rank last. Missing cells (empty in a
-CSV, NaN) take the previous value of their column. Bad input raises ``RCAError`` with a
+CSV, NaN, infinite) take the previous value of their column. Lags are counted in rows. Bad input raises ``RCAError`` with a
 one-line message.
 """
 
@@ -90,10 +90,13 @@ def _numeric(name: str, values) -> np.ndarray:
     if a.ndim != 1:
         raise RCAError(f"column {name!r} is not one value per row (shape {a.shape})")
     if a.dtype.kind in "biuf":
-        return a.astype(float)
+        a = a.astype(float)
+        a[np.isinf(a)] = math.nan  # as missing: a robust scale cannot hold infinities
+        return a
     try:  # objects/strings: numbers as text are fine, empty cells are missing
-        return np.array([math.nan if v is None or (isinstance(v, str) and not v.strip())
-                         else float(v) for v in a.tolist()], dtype=float)
+        return _numeric(name, np.array(
+            [math.nan if v is None or (isinstance(v, str) and not v.strip()) else float(v)
+             for v in a.tolist()], dtype=float))
     except (TypeError, ValueError):
         bad = next(v for v in a.tolist() if not _is_number(v))
         raise RCAError(f"column {name!r} is not numeric (e.g. {bad!r}); keep only "

@@ -107,6 +107,35 @@ def test_inputs_dict_structured_array_and_csv_agree(tmp_path):
     assert [m for m, _ in rank_table(shuffled, 1150)] == [m for m, _ in expected]
 
 
+class FakeFrame:
+    """What rank_table uses of a pandas DataFrame (pandas is not a dependency)."""
+
+    class Column:
+        def __init__(self, values):
+            self.values = values
+
+        def to_numpy(self):
+            return np.asarray(self.values)
+
+    def __init__(self, columns):
+        self._columns = columns
+        self.columns = list(columns)
+
+    def __getitem__(self, name):
+        return self.Column(self._columns[name])
+
+
+def test_a_dataframe_and_missing_cells():
+    table = chain()
+    expected = [m for m, _ in rank_table(table, 1150)]
+    assert [m for m, _ in rank_table(FakeFrame(table), 1150)] == expected
+    holes = {k: v.copy() for k, v in table.items()}
+    holes["noise"][[0, 40, 170]] = [np.nan, np.inf, np.nan]
+    holes["root"] = ["" if i == 3 else str(v) for i, v in enumerate(holes["root"])]
+    ranked = rank_table(holes, 1150)
+    assert ranked[0][0] == "root" and all(np.isfinite(s) for _, s in ranked)
+
+
 @pytest.mark.parametrize("table, start, message", [
     ({"t": [1.0] * 20, "x": [1.0] * 20}, 15, "no 'time' column"),
     ({"time": list(range(20)), "x": list(range(20)), "host": ["a"] * 20}, 15,
@@ -160,5 +189,8 @@ def test_cli_bad_tables_fail_with_one_line(tmp_path):
         assert proc.returncode == 1 and proc.stdout == ""
         assert proc.stderr.startswith("RCAError: ") and message in proc.stderr
         assert proc.stderr.count("\n") == 1, proc.stderr
+    unknown = vmroc("--csv", write_csv(tmp_path / "good.csv", good), "--anomaly-start", "1150",
+                    "--ranker", "pagerank")
+    assert unknown.returncode == 1 and "unknown table ranker 'pagerank'" in unknown.stderr
     missing = vmroc("--csv", str(tmp_path / "none.csv"), "--anomaly-start", "1")
     assert missing.returncode == 1 and missing.stderr.startswith("RCAError: cannot read")
