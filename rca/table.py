@@ -207,7 +207,7 @@ def dummy(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
 
 
 def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
-    """Largest robust z, after the start, of each metric's lagged-regression error.
+    """How surprising each metric's lagged-regression errors are from the start on.
 
     1. Every column is robustly scaled on the normal rows (``_robust_z``).
     2. The candidate predictors of a metric are every column's values 1..3 rows earlier
