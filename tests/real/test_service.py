@@ -160,13 +160,14 @@ def test_killed_mid_stream_and_restarted_it_loses_nothing_and_stores_nothing_twi
         wait_for(lambda: serve.get("api/incidents")["incidents"], 60, "the first incident",
                  serve)
 
-        def publish_rest():
+        def publish_rest():                               # ~1000 events over ~3 s
             with Producer(broker.bootstrap) as out:
                 for e in rest:
                     out.send(e)
+                    time.sleep(0.003)
         publisher = threading.Thread(target=publish_rest)
         publisher.start()
-        time.sleep(0.5)
+        time.sleep(1.0)
         serve.kill()                                      # SIGKILL while events arrive
         publisher.join(60)
         before = store.counts()
