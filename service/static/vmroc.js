@@ -37,9 +37,15 @@ function drawPanels(box, spec) {
         .appendChild(el("title", {})).textContent = w.kind;
     }
     el("line", {class: "axis", x1: left, x2: width - right, y1: h, y2: h}, g);
-    const vals = p.points.map((q) => q[1]);
-    const lo = Math.min(...vals, 0), hi = Math.max(...vals, lo + 1e-9);
-    const y = (v) => h - 4 - (v - lo) / (hi - lo) * (h - 10);
+    // the range of 99% of the points: one wild value (a counter read mid-update, a
+    // reboot) must not flatten the rest; what lies beyond is drawn at the edge
+    const vals = p.points.map((q) => q[1]).sort((a, b) => a - b);
+    const at = (f) => vals.length ? vals[Math.floor(f * (vals.length - 1))] : 0;
+    const lo = Math.min(at(0.005), 0);
+    let hi = at(0.995);
+    if (hi <= lo) hi = Math.max(vals.length ? vals[vals.length - 1] : 0, lo + 1e-9);
+    if (hi <= lo) hi = lo + 1;
+    const y = (v) => h - 4 - (Math.min(Math.max(v, lo), hi) - lo) / (hi - lo) * (h - 10);
     if (p.points.length) {
       const d = p.points.map((q, k) => `${k ? "L" : "M"}${x(q[0]).toFixed(1)},${y(q[1]).toFixed(1)}`).join("");
       el("path", {class: "line", d: d}, g);
