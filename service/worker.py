@@ -73,13 +73,12 @@ class Processor:
         self.rca_ms: list[float] = []                # ranking times of closed incidents
 
     def _correlator(self):
-        from vmroc.rca import Correlator, RCAError, make_ranker
-        try:
-            ranker = make_ranker(self.ranker_name, depends=self.depends)
-        except RCAError:   # a ranker that reads the feature series (the baselines)
-            from vmroc.rca.baselines import FeatureSeries
-            self.series = FeatureSeries()
-            ranker = make_ranker(self.ranker_name, depends=self.depends, series=self.series)
+        from vmroc.rca import Correlator, make_ranker
+        from vmroc.rca.baselines import FeatureSeries
+        series = FeatureSeries()
+        ranker = make_ranker(self.ranker_name, depends=self.depends, series=series)
+        # the series grows with every sample: kept only for a ranker that reads it
+        self.series = series if any(v is series for v in vars(ranker).values()) else None
         return Correlator(ranker, window_s=self.window_s, quiet_s=self.quiet_s)
 
     # -- state -------------------------------------------------------------------------

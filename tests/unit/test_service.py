@@ -281,3 +281,12 @@ def test_the_demo_scorecard_reads_the_store(app, capsys):
     assert out[2].split()[:6] == ["guest-suspend", "g2", "yes", "yes", "1.6s", "g2/guest"]
     assert out[3].split()[-2:] == ["g3/disk", "yes"]
     assert out[4].startswith("  AC@1 1.00  AC@3 1.00  Avg@5 1.00  (2 effective of 2 faults")
+
+
+@pytest.mark.parametrize("ranker, keeps_series", [("heuristic", False), ("baro", True)])
+def test_any_registered_ranker_ranks_and_only_one_that_reads_the_series_keeps_it(
+        ranker, keeps_series):
+    proc = Processor(ranker=ranker, depends=DEPENDS, baseline_s=20)
+    assert (proc.series is not None) == keeps_series
+    out = run(proc, messages(events(T0)))
+    assert [causes[0] for _, causes in incident_keys(out)] == ["g2/guest", "g3/disk"]
