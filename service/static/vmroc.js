@@ -96,4 +96,14 @@ function guestTimeline() {
   setInterval(refresh, 2000);
 }
 
-document.addEventListener("DOMContentLoaded", () => { incidentPlot(); guestTimeline(); });
+// the first page of the incident list reloads when a newer incident is stored
+function incidentList() {
+  const table = document.getElementById("incidents");
+  if (!table || table.dataset.url === undefined) return;
+  setInterval(() => fetch(table.dataset.url).then((r) => r.json()).then((d) => {
+    const newest = d.incidents.length ? d.incidents[0].id : "";
+    if (newest !== table.dataset.newest) location.reload();
+  }).catch(() => {}), 5000);
+}
+
+document.addEventListener("DOMContentLoaded", () => { incidentPlot(); guestTimeline(); incidentList(); });
