@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(qemu-system-x86 busybox-static nftables iproute2 procps xz-utils
-              default-jre-headless maven gcc libc6-dev chromium chromium-driver)
+              default-jre-headless maven gcc libc6-dev chromium chromium-driver
+              postgresql)
 PY=${PYTHON:-python3}
 # the C accelerator needs Python's headers (Debian's python3 keeps them in python3-dev)
 "$PY" -c 'import os, sysconfig, sys

@@ -155,6 +155,8 @@ class Store:
 
     def __init__(self, url: str | None = None, *, echo: bool = False):
         self.url = url or default_url()
+        if self.url.startswith(("postgresql://", "postgres://")):   # the driver vmroc ships
+            self.url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
         try:
             self.engine = create_engine(self.url, echo=echo, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:

@@ -257,3 +257,69 @@ def test_the_dashboard_in_a_real_browser(served):
         assert status == 401
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL server (Debian's postgresql package) on a unix socket;
+    yields its SQLAlchemy URL."""
+    import glob
+    import tempfile
+    bindir = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
+    if bindir is None or importlib.util.find_spec("psycopg") is None:
+        pytest.fail("PostgreSQL is needed for the --db postgresql:// test: run "
+                    "`bash deploy/setup.sh` (or `apt-get install postgresql` and "
+                    "`pip install -e .` for psycopg)", pytrace=False)
+    root = Path(tempfile.mkdtemp(prefix="vmroc-pg-"))
+    (root / "sock").mkdir()
+    run_as: list[str] = []
+    if os.geteuid() == 0:                  # the server refuses to run as root
+        import pwd
+        user = pwd.getpwnam("postgres")
+        root.chmod(0o755)
+        for p in (root, root / "sock"):
+            os.chown(p, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    from tests.fixtures_broker import free_ports
+    port = free_ports(1)[0]
+    subprocess.run(run_as + [f"{bindir}/initdb", "-D", str(root / "data"), "-A", "trust",
+                             "-U", "vmroc", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", str(root / "data"), "-w", "-l",
+                             str(root / "log"), "-o", f"-k {root / 'sock'} -p {port} "
+                             "-c listen_addresses=''", "start"], check=True,
+                   capture_output=True)
+    try:
+        yield f"postgresql://vmroc@/postgres?host={root / 'sock'}&port={port}"
+    finally:
+        subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", str(root / "data"), "-m", "fast",
+                                 "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_store_on_postgresql_restarts_without_losing_or_repeating(postgres):
+    from vmroc.service.app import create_app
+    from tests.unit.test_service import T0, incident_keys, messages, processor, run
+
+    store = Store(postgres)
+    msgs = messages(events(T0))
+    reference = incident_keys(run(processor(), msgs))
+    cut = len(msgs) * 3 // 5
+    first = processor()
+    for m in msgs[:cut]:
+        first.feed(m, wall=0.0)
+    first.release(wall=0.0)
+    committed = first.offsets({(m.topic, m.partition): m.offset + 1 for m in msgs[:cut]})
+    store.write(first.take()[1])
+    second = processor()                             # killed; restarted from the store
+    assert second.restore(store.load_state("processor"))
+    run(second, [m for m in msgs if m.offset >= committed.get((m.topic, m.partition), 0)],
+        store)
+    assert [r["id"] for r in reversed(store.incidents())] == [i for i, _ in reference]
+    assert store.counts()["ledger"] == 6
+    assert sum(g["samples"] for g in store.guests()) == sum(
+        isinstance(m.event, Sample) for m in msgs)
+    client = create_app({"STORE": store, "TOKEN": "t"}).test_client()
+    rows = client.get("/api/incidents").get_json()["incidents"]
+    assert [r["rank1"] for r in rows] == ["g3/disk", "g2/guest"]
+    assert all(f["right"] for r in rows for f in r["faults"])
+    assert client.get("/api/faults").get_json()["scorecard"]["ac1"] == 1.0
