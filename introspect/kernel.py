@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,13 +37,14 @@ class NotAGuestError(IntrospectError):
     """The RAM file does not hold a Linux kernel vmroc can find."""
 
 
-def find_vmcoreinfo(ram: RamFile) -> dict[str, str] | None:
-    """The kernel's VMCOREINFO note as a dict, found by scanning guest RAM."""
+def vmcoreinfo_notes(ram: RamFile) -> Iterator[dict[str, str]]:
+    """Every VMCOREINFO note in guest RAM, in address order. A guest that rebooted or
+    was relaunched on the same RAM file may still hold its previous kernel's note."""
     start = 0
     while True:
         at = ram.mm.find(b"\nKERNELOFFSET=", start)
         if at < 0:
-            return None
+            return
         start = at + 1
         head = ram.mm.rfind(b"OSRELEASE=", max(0, at - 4096), at)
         if head < 0:
@@ -50,7 +53,20 @@ def find_vmcoreinfo(ram: RamFile) -> dict[str, str] | None:
         text = ram.mm[head:end if end > 0 else at + 4096].decode("ascii", "replace")
         info = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         if "SYMBOL(init_top_pgt)" in info and "NUMBER(phys_base)" in info:
-            return info
+            yield info
+
+
+def find_vmcoreinfo(ram: RamFile) -> dict[str, str] | None:
+    """The kernel's VMCOREINFO note as a dict, found by scanning guest RAM."""
+    return next(vmcoreinfo_notes(ram), None)
+
+
+def _layout(info: dict[str, str]) -> tuple[int, int, int, bool]:
+    """KASLR offset, phys_base, page-table root and LA57 from a VMCOREINFO note."""
+    phys_base = int(info["NUMBER(phys_base)"])
+    top = int(info["SYMBOL(init_top_pgt)"], 16) - START_KERNEL_MAP + phys_base
+    return (int(info["KERNELOFFSET"], 16), phys_base, top,
+            info.get("NUMBER(pgtable_l5_enabled)") == "1")
 
 
 class KernelView:
@@ -131,12 +147,10 @@ class GuestKernel(KernelView):
         self.symbols = symbols
         self.ram = RamFile(ram_path)
         self.log = log.getChild(self.guest)
-        info = find_vmcoreinfo(self.ram) if use_vmcoreinfo else None
+        notes = list(vmcoreinfo_notes(self.ram)) if use_vmcoreinfo else []
+        info = self._live(notes) if len(notes) > 1 else (notes[0] if notes else None)
         if info is not None:
-            self.kaslr = int(info["KERNELOFFSET"], 16)
-            phys_base = int(info["NUMBER(phys_base)"])
-            top = int(info["SYMBOL(init_top_pgt)"], 16) - START_KERNEL_MAP + phys_base
-            la57 = info.get("NUMBER(pgtable_l5_enabled)") == "1"
+            self.kaslr, phys_base, top, la57 = _layout(info)
             self.source = "vmcoreinfo"
         else:
             self.kaslr, phys_base, top, la57 = self._probe_by_banner()
@@ -149,6 +163,50 @@ class GuestKernel(KernelView):
                        self.nr_cpus, self.source)
 
     # -- finding the kernel -------------------------------------------------------
+    def _live(self, notes: list[dict[str, str]], wait_s: float = 0.05) -> dict[str, str]:
+        """The note of the kernel running now: the first whose ``jiffies_64`` advances,
+        else (an idle tickless guest may not tick in ``wait_s``) the first whose task
+        list walks back to its head, else the first whose clock reads, else the first."""
+        spaces = []
+        for info in notes:
+            kaslr, phys_base, top, la57 = _layout(info)
+            spaces.append((kaslr, KernelSpace(self.ram, top, phys_base, la57)))
+
+        def clock(kaslr: int, space: KernelSpace) -> int | None:
+            try:
+                return space.u64(self.symbols.address("jiffies_64") + kaslr)
+            except (AddressError, KeyError, IntrospectError):
+                return None
+
+        before = [clock(*s) for s in spaces]
+        time.sleep(wait_s)
+        after = [clock(*s) for s in spaces]
+        ticking = [n for n, a, b in zip(notes, before, after)
+                   if a is not None and b is not None and b > a]
+        walking = [n for n, s, a in zip(notes, spaces, after)
+                   if a is not None and not ticking and self._walks(*s)]
+        readable = [n for n, a in zip(notes, after) if a is not None]
+        chosen = (ticking or walking or readable or notes)[0]
+        why = ("its clock ticks" if ticking else "its task list walks" if walking
+               else "its clock reads" if readable else "nothing reads")
+        self.log.info("%d VMCOREINFO notes in RAM (a previous boot's left behind); using "
+                      "KERNELOFFSET=%s (%s)", len(notes), chosen.get("KERNELOFFSET"), why)
+        return chosen
+
+    def _walks(self, kaslr: int, space: KernelSpace, limit: int = 4096) -> bool:
+        """True if ``init_task.tasks`` leads back to itself within ``limit`` steps."""
+        try:
+            head = self.symbols.address("init_task") + kaslr + \
+                self.symbols.offset("task_struct", "tasks")
+            node = space.u64(head)
+            for _ in range(limit):
+                if node == head:
+                    return True
+                node = space.u64(node)
+        except (AddressError, KeyError, IntrospectError):
+            return False
+        return False
+
     def _probe_by_banner(self) -> tuple[int, int, int, bool]:
         """KASLR without VMCOREINFO: locate the banner, then test offsets on page tables."""
         banner = self.symbols.banner.encode("latin-1")

@@ -28,12 +28,19 @@ from .symbols import SymbolFiles, SymbolTable, build_isf
 log = logging.getLogger(__name__)
 
 RETRIES = 3
+STALE_SAMPLES = 20  # task walks failing in a row before the kernel counts as changed
 GUEST_MODULES = ("virtio_net", "virtio_blk")  # driver state the features read
 DEFAULT_HZ = 250
 
 
 class GuestDownError(IntrospectError):
     """The guest's QEMU is gone; its RAM file is a frozen picture, not live state."""
+
+
+class KernelChangedError(IntrospectError):
+    """The task list has been unreadable for a while: the guest runs another kernel
+    than the one this sampler found (it rebooted, or was relaunched on the same RAM
+    file). Open a new sampler."""
 
 
 def symbols_for(guest: Any, progress=None) -> SymbolFiles:
@@ -82,6 +89,7 @@ class Sampler:
         self.table = _table(str(self.files.isf), self.files.isf.stat().st_mtime_ns)
         self.hz = hz or kernel_hz(guest)
         self.seq = 0
+        self.unreadable = 0  # samples in a row whose task walk failed
         if backend == "volatility":
             from .volatility import VolatilityReader
             self.vol = VolatilityReader(Path(guest.ram_path), self.files, self.name)
@@ -136,6 +144,13 @@ class Sampler:
             if result is not None:
                 features.update(result[0])
                 tasks = result[1] if self.with_tasks else None
+                self.unreadable = 0
+            else:
+                self.unreadable += 1
+                if self.unreadable >= STALE_SAMPLES:
+                    raise KernelChangedError(
+                        f"guest {self.name}: {self.unreadable} task walks in a row failed "
+                        f"({flags[-1]}); its kernel changed (reboot or relaunch)")
             for name, (fn, kwargs) in self.groups.items():
                 features.update(self._read_group(name, fn, flags, kwargs) or {})
             if self.klog is not None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from vmroc.events import Sample
 
 from .errors import IntrospectError
-from .sampler import Sampler
+from .sampler import KernelChangedError, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class StreamStats:
     inconsistent: dict[str, int] = field(default_factory=dict)
     down: dict[str, int] = field(default_factory=dict)  # times a guest was found down
     late_ticks: int = 0  # ticks skipped because sampling took longer than the period
+    reopened: dict[str, int] = field(default_factory=dict)  # kernel changed under a sampler
 
     def rate(self) -> float:
         """Achieved samples per second per guest (mean over guests)."""
@@ -41,7 +42,7 @@ class StreamStats:
         return {"elapsed_s": round(time.monotonic() - self.started, 3),
                 "rate_per_guest": round(self.rate(), 2), "samples": self.samples,
                 "inconsistent": self.inconsistent, "down": self.down,
-                "late_ticks": self.late_ticks}
+                "reopened": self.reopened, "late_ticks": self.late_ticks}
 
 
 def stream(guests: list, handle: Callable[[Sample], None], rate: float = 10.0,
@@ -74,6 +75,12 @@ def stream(guests: list, handle: Callable[[Sample], None], rate: float = 10.0,
                         continue
                 try:
                     sample = s.sample()
+                except KernelChangedError as exc:
+                    log.warning("%s; opening it again", exc)
+                    stats.reopened[g.name] = stats.reopened.get(g.name, 0) + 1
+                    s.close()
+                    samplers[g.name] = _open(g, make_sampler, stats, retry_at, retry_down_s)
+                    continue
                 except IntrospectError as exc:
                     log.warning("guest %s down: %s (other guests go on)", g.name, exc)
                     stats.down[g.name] += 1
