@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     run.add_argument("--group", default="vmroc-rca", help="Kafka consumer group")
     run.add_argument("--from-beginning", action="store_true",
                      help="start at the oldest retained anomaly (a new group only)")
+    run.add_argument("--ranker", default="heuristic", metavar="NAME",
+                     help="ranker by name in rca.rankers (heuristic; those that read the "
+                          "feature series, such as baro or fingerprint, run in vmroc serve)")
     run.add_argument("--json", action="store_true", help="print incidents as JSON lines")
     run.set_defaults(func=cmd_run)
     score = sub.add_parser("score", help="score the incidents on the bus against the ledger")
@@ -91,8 +94,10 @@ def _depends(args) -> dict[str, list[str]]:
 
 
 def cmd_run(args) -> int:
+    from .rankers import make_ranker
     from .worker import run_rca
     depends = _depends(args)
+    make_ranker(args.ranker, depends=depends)  # an unknown or series-only ranker: one line
     stop = stop_on_signals()
 
     def show(i) -> None:
@@ -109,7 +114,7 @@ def cmd_run(args) -> int:
     print(f"vmroc: ranking causes (depends: {depends or 'none'}); Ctrl-C stops",
           file=sys.stderr)
     run_rca(stop=stop, depends=depends, group=args.group, from_beginning=args.from_beginning,
-            on_incident=show, window_s=args.window, quiet_s=args.quiet)
+            on_incident=show, window_s=args.window, quiet_s=args.quiet, ranker=args.ranker)
     return 0
 
 

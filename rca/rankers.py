@@ -23,7 +23,7 @@ from .baselines import Baro, Dummy, FeatureSeries, NSigma
 from .errors import RCAError
 from .ranker import CausalRanker
 
-__all__ = ["RANKERS", "BASELINES", "SUPERVISED", "RankerContext", "make_ranker", "check_ranker"]
+__all__ = ["RANKERS", "BASELINES", "SUPERVISED", "SERIES_FREE", "RankerContext", "make_ranker", "check_ranker"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "baro": lambda ctx: Baro().fit(ctx.series),
     "fingerprint": _fingerprint,
 }
+
+# Rankers that rank from the anomalies alone (the others read every guest's feature series).
+SERIES_FREE = ("heuristic",)
 
 # Rankers that learn from labeled incidents (`vmroc rca train`) before they rank.
 SUPERVISED = ("fingerprint",)

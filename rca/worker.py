@@ -12,7 +12,7 @@ from vmroc.bus import ANOMALIES, FAULTS, Consumer, Producer
 from vmroc.events import Anomaly, FaultEvent, Incident
 
 from .incidents import Correlator
-from .ranker import CausalRanker
+from .rankers import make_ranker
 
 log = logging.getLogger(__name__)
 GROUP = "vmroc-rca"
@@ -22,10 +22,13 @@ def run_rca(servers: str | None = None, *, stop: threading.Event | None = None,
             depends: Mapping[str, list[str]] | None = None, group: str = GROUP,
             from_beginning: bool = False,
             on_incident: Callable[[Incident], None] | None = None,
-            correlator: Correlator | None = None, **options) -> Correlator:
-    """Correlate anomalies into ranked incidents until ``stop``; returns the correlator."""
+            correlator: Correlator | None = None, ranker: str = "heuristic",
+            **options) -> Correlator:
+    """Correlate anomalies into ranked incidents until ``stop``; returns the correlator.
+    ``ranker`` is a name in ``rca.rankers`` that ranks from anomalies alone (rankers that
+    read the feature series run in ``vmroc serve``, which keeps the series)."""
     stop = stop or threading.Event()
-    corr = correlator or Correlator(CausalRanker(depends).fit(), **options)
+    corr = correlator or Correlator(make_ranker(ranker, depends=depends or {}), **options)
     with Consumer([ANOMALIES, FAULTS], servers, group=group,
                   from_beginning=from_beginning) as inp, Producer(inp.servers) as out:
         def publish(incidents: list[Incident]) -> None:

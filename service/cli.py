@@ -33,7 +33,12 @@ def register(subparsers) -> None:
                     "With --publish: every event goes back onto the bus, in order.")
     rep.add_argument("file", help="recording made by `vmroc record`")
     rep.add_argument("--publish", action="store_true", help="publish instead of analysing")
-    rep.add_argument("--model", choices=["robust", "forest"], default="robust")
+    rep.add_argument("--model", choices=["robust", "forest"], default="robust",
+                     help="detector model (robust)")
+    rep.add_argument("--ranker", default="heuristic", metavar="NAME",
+                     help="ranker by name in rca.rankers (heuristic)")
+    rep.add_argument("--rca-model", metavar="FILE", default=None,
+                     help="trained model of the fingerprint ranker (`vmroc rca train`)")
     rep.add_argument("--baseline", type=float, default=20.0, metavar="S",
                      help="seconds of each guest's samples to learn normal from (20)")
     rep.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -64,7 +69,8 @@ def cmd_replay(args) -> int:
               f"vmroc: {stats['sent']} events published, {stats['skipped']} bad lines skipped")
         return 0
     from vmroc.rca import format_report
-    report = replay_offline(args.file, model=args.model, baseline_s=args.baseline)
+    report = replay_offline(args.file, model=args.model, baseline_s=args.baseline,
+                            ranker=args.ranker, rca_model=args.rca_model)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

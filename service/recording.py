@@ -68,14 +68,16 @@ def record(path: str | Path, topics: list[str] | None = None, servers: str | Non
 
 
 
-def replay_offline(path: str | Path, depends: dict | None = None,
-                   **detector_options: Any) -> dict[str, Any]:
-    """Detection and RCA on a recording's samples, scored against its ledger events
-    (``rca.evaluate``; ``vmroc eval`` scores with ``rca.scorecard`` instead)."""
+def replay_offline(path: str | Path, depends: dict | None = None, ranker: str = "heuristic",
+                   rca_model: str | None = None, **detector_options: Any) -> dict[str, Any]:
+    """Detection and RCA (``ranker``, by name) on a recording's samples, scored against
+    its ledger events (``rca.evaluate``; ``vmroc eval`` scores with ``rca.scorecard``)."""
     from vmroc.rca import evaluate
-
+    from vmroc.rca.rankers import SERIES_FREE
     from vmroc.rca.replay import run_recording
-    run = run_recording(path, depends=depends, series=False, **detector_options)
+
+    run = run_recording(path, ranker, depends=depends, series=ranker not in SERIES_FREE,
+                        rca_model=rca_model, **detector_options)
     report = evaluate(run.faults, run.incidents)
     report.update({"samples": run.samples, "anomalies": len(run.anomalies),
                    "skipped_lines": run.skipped})
