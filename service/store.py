@@ -34,7 +34,7 @@ from vmroc.errors import VmrocError
 from vmroc.events import Anomaly, Cause, FaultEvent, Incident, from_dict, to_dict
 from vmroc.home import subdir
 
-__all__ = ["Store", "Batch", "StoreError", "default_url", "anomaly_id"]
+__all__ = ["Store", "Batch", "StoreError", "OwnerError", "default_url", "anomaly_id"]
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,16 @@ state = Table(
     Column("updated", Float, nullable=False),
 )
 
-FAULT_LOOKBACK_S = 3600.0   # a fault window is looked for this far before an incident
+FAULT_LOOKBACK_S = 3600.0
+OWNER_KEY = "owner"   # a fault window is looked for this far before an incident
 
 
 class StoreError(VmrocError):
     """The database cannot be opened, read or written (locked, full, unreachable)."""
+
+
+class OwnerError(VmrocError):
+    """Another worker took the store over (two `vmroc serve` on one database)."""
 
 
 def default_url() -> str:
@@ -177,11 +182,23 @@ class Store:
             raise StoreError(f"cannot open database {self.url}: {_short(exc)}") from exc
 
     # -- writing -----------------------------------------------------------------------
-    def write(self, batch: Batch) -> None:
-        """Store ``batch`` in one transaction (idempotent; raises StoreError)."""
+    def claim(self, owner: str) -> None:
+        """Make ``owner`` the one worker that writes here (a worker started later takes
+        over; the earlier one's next ``write(owner=...)`` fails)."""
+        self.write(Batch(state={OWNER_KEY: owner.encode()}))
+
+    def write(self, batch: Batch, owner: str | None = None) -> None:
+        """Store ``batch`` in one transaction (idempotent; raises StoreError, and
+        OwnerError if ``owner`` is no longer the store's worker)."""
         now = time.time()
         try:
             with self.engine.begin() as conn:
+                if owner is not None:
+                    current = conn.execute(select(state.c.value).where(
+                        state.c.key == OWNER_KEY)).scalar()
+                    if current is not None and current.decode() != owner:
+                        raise OwnerError(f"another vmroc serve ({current.decode()}) writes to "
+                                         f"{self._where()} now; this one ({owner}) stops")
                 if batch.history:
                     conn.execute(self._ignore(history), batch.history)
                 if batch.logs:

@@ -28,7 +28,9 @@ is stored twice (the bus may carry an anomaly or incident twice, with the same i
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import socket
 import threading
 import time
 from collections import deque
@@ -272,6 +274,8 @@ class Worker:
         self.status = status or Status()
         self.processor = Processor(**processor_options)
         self.processor.restore(store.load_state(STATE_KEY))
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        store.claim(self.owner)
 
     def run(self, stop: threading.Event) -> None:
         st = self.status
@@ -348,7 +352,7 @@ class Worker:
         while True:                                  # the store first, then the offsets
             t0 = time.perf_counter()
             try:
-                self.store.write(batch)
+                self.store.write(batch, owner=self.owner)
                 break
             except StoreError as exc:
                 # paused: nothing is polled or committed until the store takes the batch
@@ -356,7 +360,7 @@ class Worker:
                 log.warning("store refused a batch (%s); consumption paused", exc)
                 if stop.wait(1.0):
                     try:
-                        self.store.write(batch)
+                        self.store.write(batch, owner=self.owner)
                     except StoreError:
                         log.error("stopping with a batch the store refused; its events "
                                   "stay uncommitted and are read again on restart")

@@ -259,11 +259,11 @@ def test_a_store_that_refuses_a_batch_pauses_and_commits_nothing_until_it_is_sto
 
     bus = Bus()
 
-    def refusing_once(batch):
+    def refusing_once(batch, owner=None):
         seen.append((worker.status.paused, bus.committed))
         if len(seen) == 1:
             raise StoreError("cannot write: database is locked")
-        write(batch)
+        write(batch, owner=owner)
     monkeypatch.setattr(store, "write", refusing_once)
     worker._commit(bus, bus, threading.Event())
     assert seen == [(False, None), (True, None)]     # paused, nothing committed meanwhile
@@ -290,3 +290,29 @@ def test_any_registered_ranker_ranks_and_only_one_that_reads_the_series_keeps_it
     assert (proc.series is not None) == keeps_series
     out = run(proc, messages(events(T0)))
     assert [causes[0] for _, causes in incident_keys(out)] == ["g2/guest", "g3/disk"]
+
+
+def test_a_second_worker_on_the_same_store_takes_over_and_the_first_stops():
+    import threading
+
+    from vmroc.service.store import OwnerError
+    from vmroc.service.worker import Worker
+    store = Store("sqlite://")
+    first = Worker(store, depends=DEPENDS)
+    Worker(store, depends=DEPENDS)                   # started later: the store is its own
+
+    class Bus:
+        def positions(self):
+            return {}
+
+        def commit(self, offsets):
+            raise AssertionError("no offsets may be committed")
+
+        def send(self, event):
+            pass
+
+        def flush(self):
+            pass
+    first.processor.feed(messages(events(T0))[0], wall=0.0)
+    with pytest.raises(OwnerError, match="another vmroc serve"):
+        first._commit(Bus(), Bus(), threading.Event())
