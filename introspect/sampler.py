@@ -121,7 +121,8 @@ class Sampler:
         for attempt in range(RETRIES):
             try:
                 return fn(self.kernel, **kwargs)
-            except (Inconsistent, AddressError) as exc:
+            except (Inconsistent, AddressError, OverflowError) as exc:
+                # OverflowError: an address past 2**64 (a stale per-CPU offset) in the C reader
                 self.kernel.flush()
                 if attempt == RETRIES - 1:
                     flags.append(f"{name}: {exc}")

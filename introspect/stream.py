@@ -81,7 +81,10 @@ def stream(guests: list, handle: Callable[[Sample], None], rate: float = 10.0,
                     s.close()
                     samplers[g.name] = _open(g, make_sampler, stats, retry_at, retry_down_s)
                     continue
-                except IntrospectError as exc:
+                except Exception as exc:  # noqa: BLE001 - one guest must not stop the others
+                    if not isinstance(exc, IntrospectError):
+                        log.exception("guest %s: sampler failed; opening it again in %.0fs",
+                                      g.name, retry_down_s)
                     log.warning("guest %s down: %s (other guests go on)", g.name, exc)
                     stats.down[g.name] += 1
                     s.close()
@@ -114,7 +117,7 @@ def _open(guest, make_sampler, stats: StreamStats, retry_at: dict,
           retry_down_s: float) -> Sampler | None:
     try:
         return make_sampler(guest)
-    except IntrospectError as exc:
+    except (IntrospectError, OverflowError, ValueError) as exc:  # a kernel still booting
         log.warning("guest %s: cannot sample (%s); retrying in %.0fs", guest.name, exc,
                     retry_down_s)
         stats.down[guest.name] += 1
