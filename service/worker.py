@@ -87,6 +87,9 @@ class Processor:
     def state(self) -> bytes:
         """What a restarted processor needs to go on exactly where this one was."""
         c = self.correlator
+        old = self.stream_now - 3600.0    # a fault over for an hour matches no new incident
+        for fid in [f for f, v in c.faults.items() if v["end"] is not None and v["end"] < old]:
+            del c.faults[fid]
         return pickle.dumps({"v": STATE_VERSION, "detector": self.detector, "open": c.open,
                              "faults": c.faults, "now": c.now, "last_ts": self.last_ts,
                              "stream_now": self.stream_now, "featurizers": self.featurizers,
