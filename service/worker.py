@@ -27,6 +27,7 @@ is stored twice (the bus may carry an anomaly or incident twice, with the same i
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import pickle
@@ -69,6 +70,7 @@ class Processor:
         self.history_last: dict[str, float] = {}
         self.queues: dict[str, deque] = {}           # guest -> (sample, topic, partition, offset)
         self.arrived: dict[str, float] = {}          # guest -> wall clock of its last arrival
+        self._queued = 0
         self.batch = Batch()
         self.out: list = []                          # anomalies and incidents to publish
         self.last_release = time.monotonic()         # wall clock of the last released sample
@@ -127,31 +129,38 @@ class Processor:
         if isinstance(ev, Sample):
             q = self.queues.setdefault(ev.guest, deque())
             q.append((ev, msg.topic, msg.partition, msg.offset))
+            self._queued += 1
             self.arrived[ev.guest] = wall
         elif isinstance(ev, FaultEvent):
             self.batch.faults.append(ev)
             self.correlator.add_fault(ev)
 
     def queued(self) -> int:
-        return sum(len(q) for q in self.queues.values())
+        return self._queued
 
     def release(self, wall: float | None = None, *, drain: bool = False) -> int:
         """Process queued samples in time order while no guest with fresh arrivals has
         an empty queue (``drain``: everything). Returns how many were processed."""
         wall = time.monotonic() if wall is None else wall
+
+        def must_wait(guest: str) -> bool:
+            return (not drain and self._queued < self.max_queued
+                    and wall - self.arrived.get(guest, 0.0) < self.hold_s)
+        if any(not q and must_wait(g) for g, q in self.queues.items()):
+            return 0
+        heads = [(q[0][0].ts, g) for g, q in self.queues.items() if q]
+        heapq.heapify(heads)
         done = 0
-        while True:
-            heads = {g: q[0][0].ts for g, q in self.queues.items() if q}
-            if not heads:
-                break
-            waiting = [g for g, q in self.queues.items()
-                       if not q and wall - self.arrived.get(g, 0.0) < self.hold_s]
-            if waiting and not drain and self.queued() < self.max_queued:
-                break
-            guest = min(heads, key=lambda g: (heads[g], g))
-            sample = self.queues[guest].popleft()[0]
-            self._process(sample)
+        while heads:
+            _, guest = heapq.heappop(heads)
+            q = self.queues[guest]
+            self._process(q.popleft()[0])
+            self._queued -= 1
             done += 1
+            if q:
+                heapq.heappush(heads, (q[0][0].ts, guest))
+            elif must_wait(guest):   # its next sample may be older than the others' heads
+                break
         if done:
             self.last_release = wall
         return done
