@@ -20,6 +20,7 @@ from typing import Any
 from vmroc.events import Anomaly
 
 from .baselines import Baro, Dummy, FeatureSeries, NSigma
+from .ensemble import Ensemble
 from .errors import RCAError
 from .ranker import CausalRanker
 
@@ -50,13 +51,20 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "nsigma": lambda ctx: NSigma().fit(ctx.series),
     "baro": lambda ctx: Baro().fit(ctx.series),
     "fingerprint": _fingerprint,
+    "ensemble": lambda ctx: Ensemble({"fingerprint": _fingerprint(ctx),
+                                      "heuristic": CausalRanker(ctx.depends).fit(ctx.history),
+                                      "baro": Baro().fit(ctx.series)},
+                                     weights=ENSEMBLE_WEIGHTS).fit(),
 }
+
+# The ensemble's say per member (reciprocal-rank fusion, rca.ensemble).
+ENSEMBLE_WEIGHTS = {"fingerprint": 2.0, "heuristic": 1.0, "baro": 1.0}
 
 # Rankers that rank from the anomalies alone (the others read every guest's feature series).
 SERIES_FREE = ("heuristic",)
 
 # Rankers that learn from labeled incidents (`vmroc rca train`) before they rank.
-SUPERVISED = ("fingerprint",)
+SUPERVISED = ("fingerprint", "ensemble")
 
 # What `vmroc eval` ranks the same incidents with, next to the chosen ranker.
 BASELINES = ("dummy", "nsigma", "baro")

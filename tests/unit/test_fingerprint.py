@@ -64,3 +64,26 @@ def test_a_model_that_is_not_one_is_one_line(tmp_path):
         Fingerprint().fit([])
     with pytest.raises(RCAError, match="before fit"):
         Fingerprint().rank([anomaly("g1", 1.0)])
+
+
+def test_the_ensemble_fuses_its_members_ranks():
+    from vmroc.events import Cause
+    from vmroc.rca.ensemble import Ensemble
+
+    class Fixed:
+        def __init__(self, *order):
+            self.order = order
+
+        def rank(self, anomalies):
+            return [Cause(component=c, score=1.0) for c in self.order]
+
+    members = {"a": Fixed("g1/cpu", "g2/disk", "g3/memory"),
+               "b": Fixed("g2/disk", "g1/cpu", "g3/memory"),
+               "c": Fixed("g2/disk", "g3/memory", "g1/cpu")}
+    causes = Ensemble(members).fit().rank([anomaly("g2", 1.0)])
+    assert [c.component for c in causes] == ["g2/disk", "g1/cpu", "g3/memory"]
+    assert causes[0].evidence["ranks"] == {"a": 2, "b": 1, "c": 1}
+    heavy = Ensemble(members, weights={"a": 5.0}).fit().rank([anomaly("g2", 1.0)])
+    assert heavy[0].component == "g1/cpu"  # a member's say counts
+    with pytest.raises(RCAError, match="before fit"):
+        Ensemble(members).rank([anomaly("g2", 1.0)])

@@ -1,0 +1,60 @@
+"""Several rankers, one answer: reciprocal-rank fusion weighted by each member's say.
+
+    ranker = Ensemble({"fingerprint": fp, "heuristic": h, "baro": b},
+                      weights={"fingerprint": 2.0}).fit()
+    causes = ranker.rank(anomalies)     # best first; evidence names each member's rank
+
+Each member ranks the incident; a cause scores ``sum(weight / (k + rank))`` over the
+members (reciprocal-rank fusion, k = 1), so a cause two members put near the top beats
+one a single member loves. The evidence says where each member ranked the cause.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from vmroc.events import Anomaly, Cause
+
+from .errors import RCAError
+
+__all__ = ["Ensemble"]
+
+
+class Ensemble:
+    """Reciprocal-rank fusion of fitted rankers (``rank(anomalies) -> [Cause]``)."""
+
+    def __init__(self, members: Mapping[str, Any], weights: Mapping[str, float] | None = None,
+                 k: float = 1.0):
+        self.members = members
+        self.weights = weights
+        self.k = k
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"members": self.members, "weights": self.weights, "k": self.k}
+
+    def fit(self, *_: Any) -> "Ensemble":
+        if not self.members:
+            raise RCAError("Ensemble needs at least one member ranker")
+        self.weights_ = {name: float((self.weights or {}).get(name, 1.0))
+                         for name in self.members}
+        return self
+
+    def rank(self, anomalies: list[Anomaly]) -> list[Cause]:
+        if not hasattr(self, "weights_"):
+            raise RCAError("Ensemble.rank before fit()")
+        if not anomalies:
+            return []
+        scores: dict[str, float] = defaultdict(float)
+        ranks: dict[str, dict[str, int]] = defaultdict(dict)
+        for name, member in self.members.items():
+            for rank, cause in enumerate(member.rank(anomalies), 1):
+                scores[cause.component] += self.weights_[name] / (self.k + rank)
+                ranks[cause.component][name] = rank
+        if not scores:
+            return []
+        total = sum(self.weights_.values()) / (self.k + 1)
+        ranked = sorted(scores, key=lambda c: (-scores[c], c))
+        return [Cause(component=c, score=round(scores[c] / total, 4),
+                      evidence={"ranks": ranks[c]}) for c in ranked]
