@@ -1,20 +1,22 @@
 """A supervised ranker: what injected faults looked like, learned from labeled incidents.
 
     examples = incident_examples(run)                  # from a replayed training recording
-    ranker = Fingerprint().fit(examples)               # scikit-learn classifiers inside
-    ranker.series_ = series; ranker.rank(anomalies)    # (guest, part) causes, best first
+    ranker = Fingerprint().fit(examples)               # a scikit-learn forest inside
+    ranker.using(series, depends).rank(anomalies)      # (guest, part) causes, best first
     ranker.save("fingerprint.joblib"); Fingerprint.load("fingerprint.joblib")
 
 A fault injector labels its own incidents: the ledger says which guest and which part
-broke. For every incident and every guest of the lab, a *profile* describes how the
-guest's features moved from the minute before the incident's onset to the end of the
-incident: each feature's robust z-score (median and interquartile range of the minute
-before; the largest move, signed, on a log scale), the same relative to the other
-guests, and when the guest's own anomaly began (if it had one). Two random forests
-learn from the profiles of the training incidents: which guests are culprits, and
-which part of a culprit broke (with the fault kind as evidence). A cause's score is
-P(culprit) x P(part | culprit); probabilities are calibrated (sigmoid, 3-fold) when
-every class has enough examples.
+broke. Every candidate cause (each part of each lab guest) of an incident is described
+by how that part moved from the minute before the onset to the end of the incident
+(robust z-scores of its features, median and interquartile range of the minute before,
+on a log scale: the largest rise, the largest fall, how many features moved, the kernel
+lines naming the part), how the same part moved on the other guests, how the rest of
+the guest moved, when the guest's own anomaly began, who calls whom, and where the
+heuristic ranker (``rca.ranker``) and BARO (``rca.baselines``) put the candidate. A
+random forest learns from the training incidents which candidates were the truth;
+a cause's score is its calibrated probability (sigmoid, 3-fold). A description per
+part, not per feature, and the other rankers' opinions as inputs, are what a few dozen
+labeled incidents can teach.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from vmroc.events import Anomaly, Cause
 from .components import PARTS, component
 from .errors import RCAError
 
-__all__ = ["Fingerprint", "Example", "incident_examples", "profile"]
+__all__ = ["Fingerprint", "Example", "incident_examples", "describe"]
 
 MAX_LAG_S = 30.0   # a guest without an anomaly of its own "began" this late
 CLIP = 8.0         # log-scaled z-scores beyond this say nothing more
@@ -41,19 +43,20 @@ CLIP = 8.0         # log-scaled z-scores beyond this say nothing more
 
 @dataclass(frozen=True)
 class Example:
-    """One labeled incident: every lab guest's profile, and what broke."""
+    """One labeled incident: every candidate cause's description, and the truth."""
 
-    profiles: dict[str, np.ndarray]      # guest -> profile vector
-    culprits: frozenset[str]             # guests the fault targeted
-    part: str                            # the part it broke
+    candidates: dict[str, np.ndarray]    # component -> description vector
+    truth: frozenset[str]                # the components the fault broke
     kind: str                            # the fault kind
+    fault_id: str = ""                   # the ledger's fault (to hold faults out)
 
 
-def profile(series, anomalies: list[Anomaly], guests: Iterable[str], *,
-            before_s: float = 60.0, after_s: float = 10.0,
-            depends: Mapping[str, Iterable[str]] | None = None) -> dict[str, np.ndarray]:
-    """Each guest's profile for the incident made of ``anomalies`` (see the module
-    docstring); ``series`` is an ``rca.baselines.FeatureSeries``."""
+def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: dict,
+             *, before_s: float = 60.0, after_s: float = 10.0,
+             depends: Mapping[str, Iterable[str]] | None = None) -> dict[str, np.ndarray]:
+    """Every candidate cause of the incident made of ``anomalies`` and its description
+    (see the module docstring). ``opinions`` maps a ranker's name to its causes for this
+    incident; ``series`` is an ``rca.baselines.FeatureSeries``."""
     onsets: dict[str, float] = {}
     for a in anomalies:
         t = a.onset if a.onset is not None else a.ts
@@ -61,21 +64,54 @@ def profile(series, anomalies: list[Anomaly], guests: Iterable[str], *,
     first = min(onsets.values())
     end = max(max(a.ts for a in anomalies), first + after_s) + 1e-6
     guests = sorted(set(guests) | set(onsets))
-    z = {g: _moves(series.window(g, first - before_s, first), series.window(g, first, end),
-                   len(series.names)) for g in guests}
+    parts = _parts_of(tuple(series.names))
+    moved = {g: _by_part(_moves(series.window(g, first - before_s, first),
+                                series.window(g, first, end), len(series.names)), parts)
+             for g in guests}
     callers = {g: 0 for g in guests}
     for client, servers in (depends or {}).items():
         for server in servers:
             callers[server] = callers.get(server, 0) + 1
+    ranks = {name: {c.component: (n, c.score) for n, c in enumerate(causes, 1)}
+             for name, causes in sorted(opinions.items())}
     out = {}
     for g in guests:
-        others = [z[o] for o in guests if o != g]
-        peer = np.mean(others, axis=0) if others else np.zeros_like(z[g])
         lag = min(onsets[g] - first, MAX_LAG_S) if g in onsets else MAX_LAG_S
-        out[g] = np.concatenate([z[g], z[g] - peer,
-                                 [lag, float(g in onsets), len(onsets) / len(guests),
-                                  callers.get(g, 0)]])
+        others = [o for o in guests if o != g]
+        for i, part in enumerate(PARTS):
+            own = moved[g][i]
+            peers = np.mean([moved[o][i] for o in others], axis=0) if others else own * 0
+            rest = np.max([moved[g][j] for j in range(len(PARTS)) if j != i], axis=0)
+            comp = component(g, part)
+            said = []
+            for name in ranks:
+                n, score = ranks[name].get(comp, (0, 0.0))
+                said += [1.0 / n if n else 0.0, float(score)]
+            out[comp] = np.concatenate([own, own - peers, rest, [
+                lag, float(g in onsets), len(onsets) / len(guests), callers.get(g, 0)],
+                said, np.eye(len(PARTS))[i]])
     return out
+
+
+def _parts_of(names: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per part (``PARTS`` order): the indices of its features, and of its kernel lines."""
+    from .components import feature_part
+    return [(np.array([i for i, n in enumerate(names) if feature_part(n) == p
+                       and not n.startswith("log_")], dtype=int),
+             np.array([i for i, n in enumerate(names) if n == f"log_{p}/s"], dtype=int))
+            for p in PARTS]
+
+
+def _by_part(z: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Rows per part: the largest rise, the largest fall, how many features moved
+    (|z| beyond e^1.5 - 1, about 3.5 robust sigmas), and its kernel lines' rise."""
+    rows = []
+    for idx, logs in parts:
+        v = z[idx] if len(idx) else np.zeros(1)
+        rows.append([float(max(v.max(), 0)), float(max(-v.min(), 0)),
+                     float((np.abs(v) > 1.5).sum()),
+                     float(z[logs].max()) if len(logs) else 0.0])
+    return np.array(rows)
 
 
 def _moves(normal: np.ndarray, after: np.ndarray, width: int) -> np.ndarray:
@@ -91,6 +127,13 @@ def _moves(normal: np.ndarray, after: np.ndarray, width: int) -> np.ndarray:
     return np.clip(np.sign(signed) * np.log1p(np.abs(signed)), -CLIP, CLIP)
 
 
+def opinions_of(series, depends) -> dict:
+    """The rankers whose opinions a description carries, fitted for this run."""
+    from .baselines import Baro
+    from .ranker import CausalRanker
+    return {"heuristic": CausalRanker(depends).fit(), "baro": Baro().fit(series)}
+
+
 def incident_examples(run, grace_s: float | None = None) -> list[Example]:
     """Labeled incidents of a replayed recording (``rca.replay.Run`` with its series):
     each effective, detected fault gives the incident holding its first matching
@@ -100,15 +143,16 @@ def incident_examples(run, grace_s: float | None = None) -> list[Example]:
     scored = score(run.faults, run.anomalies, run.incidents, guests=run.guests,
                    span=run.span, grace_s=GRACE_S if grace_s is None else grace_s)
     by_id = {i.id: i for i in run.incidents}
+    rankers = opinions_of(run.series, run.depends)
     out = []
     for row in scored.rows:
         if not (row["effective"] and row["incident"]):
             continue
-        incident = by_id[row["incident"]]
-        culprits = frozenset(c.split("/")[0] for c in row["truth"])
-        part = row["truth"][0].split("/")[1]
-        out.append(Example(profile(run.series, incident.anomalies, run.guests,
-                                   depends=run.depends), culprits, part, row["kind"]))
+        anomalies = by_id[row["incident"]].anomalies
+        said = {name: r.rank(anomalies) for name, r in rankers.items()}
+        out.append(Example(describe(run.series, anomalies, run.guests, said,
+                                    depends=run.depends),
+                           frozenset(row["truth"]), row["kind"], row["fault_id"]))
     return out
 
 
@@ -133,23 +177,17 @@ class Fingerprint:
         if not examples:
             raise RCAError("Fingerprint.fit needs labeled incidents: train on recordings "
                            "with effective, detected faults")
-        Xg, yg, Xp, yp, yk = [], [], [], [], []
+        X, y = [], []
         for ex in examples:
-            for g, vec in ex.profiles.items():
-                Xg.append(vec)
-                yg.append(int(g in ex.culprits))
-                if g in ex.culprits:
-                    Xp.append(vec)
-                    yp.append(ex.part)
-                    yk.append(ex.kind)
-        self.width_ = len(Xg[0])
-        self.culprit_ = self._classifier(np.array(Xg), np.array(yg))
-        self.part_ = self._classifier(np.array(Xp), np.array(yp))
-        self.kind_ = self._classifier(np.array(Xp), np.array(yk))
+            for comp, vec in ex.candidates.items():
+                X.append(vec)
+                y.append(int(comp in ex.truth))
+        self.width_ = len(X[0])
+        self.model_ = self._classifier(np.array(X), np.array(y))
+        parts = [c.split("/")[1] for ex in examples for c in sorted(ex.truth)[:1]]
         self.meta_ = {**(meta or {}), "examples": len(examples),
-                      "parts": dict(zip(*np.unique(yp, return_counts=True))),
+                      "parts": {p: parts.count(p) for p in PARTS if p in parts},
                       "sklearn": _sklearn_version(), "python": platform.python_version()}
-        self.meta_["parts"] = {str(k): int(v) for k, v in self.meta_["parts"].items()}
         self.series_ = None
         self.depends_ = None
         return self
@@ -171,52 +209,44 @@ class Fingerprint:
 
     def using(self, series, depends: Mapping[str, Iterable[str]] | None = None
               ) -> "Fingerprint":
-        """The feature series (and who calls whom) the profiles are computed from."""
+        """The feature series (and who calls whom) the descriptions are computed from."""
         self.series_, self.depends_ = series, depends
+        self.opinions_ = opinions_of(series, depends) if series is not None else None
         return self
 
     def rank(self, anomalies: list[Anomaly]) -> list[Cause]:
-        if not hasattr(self, "culprit_"):
+        if not hasattr(self, "model_"):
             raise RCAError("Fingerprint.rank before fit(); train one with `vmroc rca train`")
         if self.series_ is None:
             raise RCAError("Fingerprint needs the feature series: .using(series)")
         if not anomalies:
             return []
-        profiles = profile(self.series_, anomalies, self.series_.guests, depends=self.depends_)
-        guests = sorted(profiles)
-        X = np.array([profiles[g] for g in guests])
+        said = {name: r.rank(anomalies) for name, r in self.opinions_.items()}
+        cands = describe(self.series_, anomalies, self.series_.guests, said,
+                         depends=self.depends_)
+        comps = sorted(cands)
+        X = np.array([cands[c] for c in comps])
         if X.shape[1] != self.width_:
-            raise RCAError(f"this model was trained on {self.width_} profile values and the "
-                           f"features give {X.shape[1]}: retrain with `vmroc rca train`")
-        p_culprit = _proba(self.culprit_, X, 1)
-        p_culprit = p_culprit / (p_culprit.sum() or 1.0)
-        parts = _proba_table(self.part_, X)
-        kinds = _proba_table(self.kind_, X)
-        scores = {}
-        for i, g in enumerate(guests):
-            for part in PARTS:
-                scores[component(g, part)] = (p_culprit[i] * parts[i].get(part, 0.0), i)
-        ranked = sorted(scores, key=lambda c: (-scores[c][0], c))
-        out = []
-        for c in ranked:
-            score, i = scores[c]
-            kind, pk = max(kinds[i].items(), key=lambda kv: kv[1])
-            out.append(Cause(component=c, score=round(float(score), 4), evidence={
-                "p_culprit": round(float(p_culprit[i]), 3), "kind": kind,
-                "p_kind": round(float(pk), 3)}))
-        return out
+            raise RCAError(f"this model was trained on {self.width_} values per cause and "
+                           f"the features give {X.shape[1]}: retrain with `vmroc rca train`")
+        p = _proba(self.model_, X, 1)
+        order = sorted(range(len(comps)), key=lambda i: (-p[i], comps[i]))
+        return [Cause(component=comps[i], score=round(float(p[i]), 4), evidence={
+            name: next((n for n, c in enumerate(causes, 1) if c.component == comps[i]), None)
+            for name, causes in said.items()}) for i in order]
 
     # -- files ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the fitted model (joblib), with its metadata."""
         import joblib
-        if not hasattr(self, "culprit_"):
+        if not hasattr(self, "model_"):
             raise RCAError("Fingerprint.save before fit()")
-        series, self.series_ = self.series_, None
+        kept = self.series_, self.opinions_ if hasattr(self, "opinions_") else None
+        self.series_, self.opinions_ = None, None
         try:
             joblib.dump(self, path, compress=3)
         finally:
-            self.series_ = series
+            self.series_, self.opinions_ = kept
         return Path(path)
 
     @classmethod
@@ -248,11 +278,6 @@ def _proba(model, X: np.ndarray, label) -> np.ndarray:
     if label not in classes:
         return np.zeros(len(X))
     return model.predict_proba(X)[:, classes.index(label)]
-
-
-def _proba_table(model, X: np.ndarray) -> list[dict[str, float]]:
-    proba = model.predict_proba(X)
-    return [{str(c): float(p) for c, p in zip(model.classes_, row)} for row in proba]
 
 
 def _sklearn_version() -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from vmroc.rca.baselines import FeatureSeries
 from vmroc.rca.errors import RCAError
-from vmroc.rca.fingerprint import Example, Fingerprint, profile
+from vmroc.rca.fingerprint import Example, Fingerprint, describe, opinions_of
 from vmroc.rca.rankers import make_ranker
 
 from .test_scorecard import GUESTS, anomaly, lab_stream
@@ -34,7 +34,10 @@ def run(seed: int):
 
 def examples(seed: int) -> list[Example]:
     eps, series, incidents = run(seed)
-    return [Example(profile(series, anomalies, GUESTS), frozenset([g]), PARTS[what], what)
+    rankers = opinions_of(series, {})
+    return [Example(describe(series, anomalies, GUESTS,
+                             {name: r.rank(anomalies) for name, r in rankers.items()}),
+                    frozenset([f"{g}/{PARTS[what]}"]), what)
             for (g, _, what), anomalies in zip(eps, incidents)]
 
 
