@@ -78,7 +78,8 @@ def register(subparsers) -> None:
     rank.set_defaults(func=cmd_rank)
 
 
-def _depends(args) -> dict[str, list[str]]:
+def depends_of(args) -> dict[str, list[str]]:
+    """Who calls whom: ``--depends g2:g1,...``, else the lab's (``--lab``) if it is up."""
     if args.depends:
         out: dict[str, list[str]] = {}
         for pair in args.depends.split(","):
@@ -96,7 +97,7 @@ def _depends(args) -> dict[str, list[str]]:
 def cmd_run(args) -> int:
     from .rankers import make_ranker
     from .worker import run_rca
-    depends = _depends(args)
+    depends = depends_of(args)
     make_ranker(args.ranker, depends=depends)  # an unknown or series-only ranker: one line
     stop = stop_on_signals()
 

@@ -56,22 +56,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def _depends(args) -> dict[str, list[str]]:
-    from vmroc.errors import VmrocError
-    if args.depends:
-        out: dict[str, list[str]] = {}
-        for pair in args.depends.split(","):
-            guest, _, server = pair.partition(":")
-            if not guest or not server:
-                raise VmrocError(f"bad --depends entry {pair!r}: use GUEST:SERVER, e.g. g2:g1")
-            out.setdefault(guest, []).append(server)
-        return out
-    from vmroc.deploy import Lab
-    lab = Lab(args.lab)
-    return lab.dependencies() if lab.is_up else {}
-
-
 def cmd_serve(args) -> int:
+    from vmroc.rca.cli import depends_of
     from vmroc.proc import stop_on_signals
     from vmroc.rca.rankers import check_ranker
 
@@ -86,7 +72,7 @@ def cmd_serve(args) -> int:
     stop = stop_on_signals()
     options = None if args.no_worker else {
         "group": args.group, "from_beginning": args.from_beginning, "ranker": args.ranker,
-        "depends": _depends(args), "window_s": args.window, "quiet_s": args.quiet,
+        "depends": depends_of(args), "window_s": args.window, "quiet_s": args.quiet,
         "history_s": args.history, "model": args.model, "baseline_s": args.baseline,
         "silence_s": args.silence}
     svc = Service.start(store, host=args.host, port=args.port, lab=args.lab,
