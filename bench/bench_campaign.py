@@ -8,7 +8,7 @@ detector's throughput on the recorded samples. Not a test.
 Boots its own 3-guest lab ("bench-d") unless --lab names a running one. The guests
 are sampled at --rate Hz in-process (no Kafka: this measures detection and RCA, not
 the bus) while the campaign runs; anomalies go through ``rca.Correlator`` with the
-lab's dependencies, and ``rca.evaluate`` scores the incidents against the ledger.
+lab's dependencies, and ``rca.scorecard`` scores the incidents against the ledger.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from vmroc.detect import Detector
 from vmroc.inject import Ledger
 from vmroc.inject.campaign import Campaign, run_campaign
 from vmroc.introspect.stream import stream
-from vmroc.rca import CausalRanker, Correlator, evaluate, format_report
+from vmroc.rca import CausalRanker, Correlator, format_faults
+from vmroc.rca.scorecard import score, summarize
 
 DEMO = Path(__file__).resolve().parents[1] / "deploy" / "campaigns" / "demo.yaml"
 
@@ -63,13 +64,13 @@ def main() -> None:
             lab.down()
 
     corr = Correlator(CausalRanker(depends).fit())
-    for ev in ledger.events():
-        corr.add_fault(ev)
     incidents = []
     for a in sorted(anomalies, key=lambda a: a.ts):
         incidents += corr.add(a)
     incidents += corr.flush()
-    report = evaluate([e for e in ledger.events() if e.campaign == result.id], incidents)
+    scored = score([e for e in ledger.events() if e.campaign == result.id], anomalies,
+                   incidents, guests=sorted({s.guest for s in samples}))
+    report = {**summarize(scored), "rows": scored.rows}
 
     # throughput: the recorded samples through a fresh detector, in arrival order
     fresh = Detector(model=args.model, baseline_s=detector.baseline_s)
@@ -83,7 +84,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(format_report(report))
+    print(format_faults(report["rows"], report))
     print(f"({args.model}, {args.rate:g} Hz; detector: {report['detector_samples_per_s']} "
           "samples/s on one core)")
 

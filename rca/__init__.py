@@ -2,10 +2,9 @@
 
 Entry points::
 
-    from vmroc.rca import CausalRanker, Correlator, evaluate
+    from vmroc.rca import CausalRanker, Correlator, scorecard
     corr = Correlator(CausalRanker(depends={"g2": ["g1"]}).fit())
     incidents = corr.add(anomaly) + corr.flush()       # vmroc.events.Incident, causes ranked
-    report = evaluate(ledger_events, incidents)        # detected, time to detect, top-1
     card = scorecard(ledger_events, anomalies, incidents, samples)   # per kind: AC@k...
 
     make_ranker("heuristic", depends=..., series=...)  # rankers by name (RANKERS), baselines
@@ -22,16 +21,15 @@ import logging
 
 from .components import PARTS, component, fault_part, feature_part
 from .errors import RCAError
-from .evaluate import evaluate, format_report
 from .incidents import Correlator
 from .ranker import CausalRanker
 from .rankers import BASELINES, RANKERS, make_ranker
-from .scorecard import scorecard
+from .scorecard import format_faults, scorecard
 from .table import TABLE_RANKERS, rank_table
 from .worker import run_rca
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["CausalRanker", "Correlator", "evaluate", "format_report", "scorecard", "run_rca",
+__all__ = ["CausalRanker", "Correlator", "scorecard", "format_faults", "run_rca",
            "RCAError", "make_ranker", "RANKERS", "BASELINES", "component", "fault_part",
            "feature_part", "PARTS", "rank_table", "TABLE_RANKERS"]

@@ -16,6 +16,8 @@ import time
 from vmroc.events import to_dict
 from vmroc.proc import stop_on_signals
 
+CAMPAIGN_TAIL_S = 30.0  # `rca score`: incidents this long after the last ledger entry count
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -106,8 +108,7 @@ def cmd_run(args) -> int:
             print(json.dumps(to_dict(i)), flush=True)
             return
         when = time.strftime("%H:%M:%S", time.localtime(i.ts))
-        print(f"{when} incident {i.id} on {','.join(i.guests)}"
-              f"{' (fault ' + i.fault_id + ')' if i.fault_id else ''}", flush=True)
+        print(f"{when} incident {i.id} on {','.join(i.guests)}", flush=True)
         for rank, c in enumerate(i.causes[:3], 1):
             feats = ", ".join((c.evidence or {}).get("features", {}))
             print(f"  {rank}. {c.component:<14} {c.score:5.2f}  {feats}", flush=True)
@@ -122,7 +123,7 @@ def cmd_run(args) -> int:
 def cmd_score(args) -> int:
     from vmroc.bus import FAULTS, INCIDENTS, Consumer
 
-    from .evaluate import evaluate, format_report
+    from .scorecard import format_faults, score, summarize
 
     def read(topic):
         events = []
@@ -132,19 +133,17 @@ def cmd_score(args) -> int:
 
     faults = [e for e in read(FAULTS) if args.campaign in (None, e.campaign)]
     incidents = read(INCIDENTS)
-    if args.campaign:
-        ids = {e.fault_id for e in faults}
-        incidents = [i for i in incidents if i.fault_id in ids or (
-            i.fault_id is None and _during(i, faults))]
-    report = evaluate(faults, incidents)
-    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    times = [e.ts for e in faults] + ([] if args.campaign else [i.ts for i in incidents])
+    span = (min(times), max(times) + CAMPAIGN_TAIL_S) if times else None
+    if span:  # a campaign's incidents: those of its time span
+        incidents = [i for i in incidents if span[0] <= i.ts <= span[1]]
+    scored = score(faults, [], incidents, span=span)
+    card = summarize(scored)
+    if args.json:
+        print(json.dumps({**card, "rows": scored.rows}, indent=1))
+    else:
+        print(format_faults(scored.rows, card))
     return 0
-
-
-def _during(incident, faults) -> bool:
-    """Whether an unmatched incident falls within the campaign's time span."""
-    times = [e.ts for e in faults]
-    return bool(times) and min(times) <= incident.ts <= max(times) + 30
 
 
 def cmd_train(args) -> int:

@@ -76,8 +76,6 @@ def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | N
             fs.add(s)
     depends = depends or header.get("depends") or {}
     corr = Correlator(make_ranker(ranker, depends=depends, series=fs, model=rca_model))
-    for ev in faults:
-        corr.add_fault(ev)
     incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()
     log.info("%s: %d samples, %d faults, %d anomalies, %d incidents", path, len(samples),
              len(faults), len(anomalies), len(incidents))

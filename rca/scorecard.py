@@ -47,7 +47,8 @@ from vmroc.events import Anomaly, FaultEvent, Incident, Sample
 
 from .components import component, fault_part
 
-__all__ = ["scorecard", "score", "summarize", "rerank", "Scored", "GRACE_S", "METRICS"]
+__all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "Scored", "GRACE_S",
+           "METRICS"]
 
 GRACE_S = 10.0
 LAB_WIDE = ("network", "cluster")   # levels whose faults touch every guest of the lab
@@ -143,6 +144,23 @@ def summarize(scored: Scored) -> dict[str, Any]:
     kinds = sorted({r["kind"] for r in scored.rows})
     out["per_kind"] = {k: _metrics([r for r in scored.rows if r["kind"] == k]) for k in kinds}
     return out
+
+
+def format_faults(rows: list[dict[str, Any]], card: dict[str, Any]) -> str:
+    """One line per injected fault (``score(...).rows``: detected, how fast, rank of the
+    truth), then the summary line of ``card`` (``summarize``): what a person reads."""
+    lines = [f"{'fault':<16} {'truth':<22} {'detected':>8} {'after s':>7} {'rank':>4}  rank 1"]
+    for r in rows:
+        after = "-" if r["detection_latency_s"] is None else f"{r['detection_latency_s']:.2f}"
+        detected = "yes" if r["detected"] else ("no" if r["effective"] else "no effect")
+        lines.append(f"{r['kind']:<16} {','.join(r['truth']):<22} {detected:>8} {after:>7} "
+                     f"{r['rank'] or '-':>4}  {r['rank1'] or '-'}")
+    m = card
+    lines.append(f"{m['detected']}/{m['effective']} effective faults detected (median "
+                 f"{m['median_detection_latency_s']} s); AC@1 {m['ac1']}, AC@3 {m['ac3']}, "
+                 f"Avg@5 {m['avg5']}; {m['false_alarms']} false alarm(s) in "
+                 f"{m['incidents']} incident(s)")
+    return "\n".join(lines)
 
 
 def rerank(incidents: Iterable[Incident], ranker) -> list[Incident]:

@@ -1,5 +1,6 @@
-"""RCA as a Kafka worker: ``vmroc.anomalies`` and ``vmroc.faults`` in, ``vmroc.incidents``
-out. One worker (the anomalies topic has one partition: incidents span guests)."""
+"""RCA as a Kafka worker: ``vmroc.anomalies`` in, ``vmroc.incidents`` out. One worker (the
+anomalies topic has one partition: incidents span guests). It does not read the fault
+ledger: matching incidents to injected faults is evaluation's job (``rca.scorecard``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from vmroc.bus import ANOMALIES, FAULTS, Consumer, Producer
-from vmroc.events import Anomaly, FaultEvent, Incident
+from vmroc.bus import ANOMALIES, Consumer, Producer
+from vmroc.events import Anomaly, Incident
 
 from .incidents import Correlator
 from .rankers import make_ranker
@@ -29,7 +30,7 @@ def run_rca(servers: str | None = None, *, stop: threading.Event | None = None,
     read the feature series run in ``vmroc serve``, which keeps the series)."""
     stop = stop or threading.Event()
     corr = correlator or Correlator(make_ranker(ranker, depends=depends or {}), **options)
-    with Consumer([ANOMALIES, FAULTS], servers, group=group,
+    with Consumer([ANOMALIES], servers, group=group,
                   from_beginning=from_beginning) as inp, Producer(inp.servers) as out:
         def publish(incidents: list[Incident]) -> None:
             for incident in incidents:
@@ -40,9 +41,7 @@ def run_rca(servers: str | None = None, *, stop: threading.Event | None = None,
 
         while not stop.is_set():
             for msg in inp.poll(0.5):
-                if isinstance(msg.event, FaultEvent):
-                    corr.add_fault(msg.event)
-                elif isinstance(msg.event, Anomaly):
+                if isinstance(msg.event, Anomaly):
                     publish(corr.add(msg.event))
             publish(corr.flush(time.time()))  # wall clock: live streams only
             if not corr.open:  # every anomaly read so far is in a published incident

@@ -68,13 +68,13 @@ def cmd_replay(args) -> int:
         print(json.dumps(stats) if args.json else
               f"vmroc: {stats['sent']} events published, {stats['skipped']} bad lines skipped")
         return 0
-    from vmroc.rca import format_report
+    from vmroc.rca import format_faults
     report = replay_offline(args.file, model=args.model, baseline_s=args.baseline,
                             ranker=args.ranker, rca_model=args.rca_model)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(format_report(report))
+    print(format_faults(report["rows"], report))
     print(f"({report['samples']} samples, {report['anomalies']} anomalies, "
           f"{report['skipped_lines']} bad lines skipped)")
     return 0

@@ -71,17 +71,16 @@ def record(path: str | Path, topics: list[str] | None = None, servers: str | Non
 def replay_offline(path: str | Path, depends: dict | None = None, ranker: str = "heuristic",
                    rca_model: str | None = None, **detector_options: Any) -> dict[str, Any]:
     """Detection and RCA (``ranker``, by name) on a recording's samples, scored against
-    its ledger events (``rca.evaluate``; ``vmroc eval`` scores with ``rca.scorecard``)."""
-    from vmroc.rca import evaluate
+    its ledger (``rca.scorecard``): the summary, ``rows`` (one per fault) and counts."""
     from vmroc.rca.rankers import SERIES_FREE
     from vmroc.rca.replay import run_recording
+    from vmroc.rca.scorecard import score, summarize
 
     run = run_recording(path, ranker, depends=depends, series=ranker not in SERIES_FREE,
                         rca_model=rca_model, **detector_options)
-    report = evaluate(run.faults, run.incidents)
-    report.update({"samples": run.samples, "anomalies": len(run.anomalies),
-                   "skipped_lines": run.skipped})
-    return report
+    scored = score(run.faults, run.anomalies, run.incidents, guests=run.guests, span=run.span)
+    return {**summarize(scored), "rows": scored.rows, "samples": run.samples,
+            "anomalies": len(run.anomalies), "skipped_lines": run.skipped}
 
 
 def replay_publish(path: str | Path, servers: str | None = None) -> dict[str, int]:

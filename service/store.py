@@ -79,7 +79,6 @@ incidents = Table(
     Column("guests", String(255), nullable=False),     # comma-separated
     Column("rank1", String(96)),
     Column("rank1_score", Float),
-    Column("fault_id", String(96)),                    # what the correlator matched (ledger)
     Column("rca_ms", Float),
     Column("ranking", JSON, nullable=False),           # cause components, rank order
     Column("members", JSON, nullable=False),           # its anomalies: guest, ts, onset, detector
@@ -259,8 +258,7 @@ class Store:
                   guest: str | None = None) -> list[dict[str, Any]]:
         """Incident rows, newest first (``before``: older than that ``ts``)."""
         q = select(incidents.c.id, incidents.c.ts, incidents.c.onset, incidents.c.guests,
-                   incidents.c.rank1, incidents.c.rank1_score, incidents.c.fault_id,
-                   incidents.c.rca_ms)
+                   incidents.c.rank1, incidents.c.rank1_score, incidents.c.rca_ms)
         if before is not None:
             q = q.where(incidents.c.ts < before)
         if guest is not None:
@@ -342,7 +340,7 @@ class Store:
                 .order_by(incidents.c.ts)).all()
         if not light:
             return [from_dict(Incident, r.body) for r in rows]
-        return [_light(Incident, id=r.id, ts=r.ts, guests=r.guests.split(","), fault_id=None,
+        return [_light(Incident, id=r.id, ts=r.ts, guests=r.guests.split(","),
                        anomalies=[_light(Anomaly, guest=g, ts=ts, onset=onset, detector=d,
                                          score=0.0, features=[], deviations={})
                                   for g, ts, onset, d in r.members],
@@ -421,7 +419,7 @@ def _incident_row(i: Incident, rca_ms: float | None) -> dict[str, Any]:
     top = i.causes[0] if i.causes else None
     return {"id": i.id, "ts": i.ts, "onset": first, "guests": ",".join(i.guests),
             "rank1": top.component if top else None, "rank1_score": top.score if top else None,
-            "fault_id": i.fault_id, "rca_ms": rca_ms, "body": to_dict(i),
+            "rca_ms": rca_ms, "body": to_dict(i),
             "ranking": [c.component for c in i.causes],
             "members": [[a.guest, a.ts, a.onset, a.detector] for a in i.anomalies]}
 

@@ -102,7 +102,7 @@ def incident_detail(store: Store, incident_id: str) -> dict[str, Any] | None:
                            "points": [[r["ts"], r["values"].get(n, 0.0)] for r in rows]})
     return {
         "id": inc.id, "ts": inc.ts, "onset": first, "guests": inc.guests,
-        "rca_ms": found["rca_ms"], "fault_id": inc.fault_id,
+        "rca_ms": found["rca_ms"],
         "causes": causes,
         "anomalies": [to_dict(a, header=False) for a in inc.anomalies],
         "logs": store.logs(inc.guests, first - 5.0, inc.ts + 2.0),

@@ -48,7 +48,7 @@ __all__ = ["Processor", "Worker", "GROUP", "Status"]
 log = logging.getLogger(__name__)
 GROUP = "vmroc-serve"
 STATE_KEY = "processor"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class Processor:
@@ -89,11 +89,8 @@ class Processor:
     def state(self) -> bytes:
         """What a restarted processor needs to go on exactly where this one was."""
         c = self.correlator
-        old = self.stream_now - 3600.0    # a fault over for an hour matches no new incident
-        for fid in [f for f, v in c.faults.items() if v["end"] is not None and v["end"] < old]:
-            del c.faults[fid]
         return pickle.dumps({"v": STATE_VERSION, "detector": self.detector, "open": c.open,
-                             "faults": c.faults, "now": c.now, "last_ts": self.last_ts,
+                             "now": c.now, "last_ts": self.last_ts,
                              "stream_now": self.stream_now, "featurizers": self.featurizers,
                              "history_last": self.history_last})
 
@@ -109,7 +106,7 @@ class Processor:
             return False
         self.detector = s["detector"]
         c = self.correlator
-        c.open, c.faults, c.now = s["open"], s["faults"], s["now"]
+        c.open, c.now = s["open"], s["now"]
         self.last_ts, self.stream_now = s["last_ts"], s["stream_now"]
         self.featurizers, self.history_last = s["featurizers"], s["history_last"]
         log.info("worker state restored: %d guests, %d open anomalies, stream time %.1f",
@@ -132,8 +129,7 @@ class Processor:
             self._queued += 1
             self.arrived[ev.guest] = wall
         elif isinstance(ev, FaultEvent):
-            self.batch.faults.append(ev)
-            self.correlator.add_fault(ev)
+            self.batch.faults.append(ev)  # stored for the dashboard's join, not ranked with
 
     def queued(self) -> int:
         return self._queued

@@ -146,7 +146,10 @@ class Cause(_Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Incident(_Event):
-    """Anomalies grouped into one incident, with causes ranked best first."""
+    """Anomalies grouped into one incident, with causes ranked best first.
+
+    It carries no ground truth: which injected fault it belongs to is a join made by
+    evaluation and the dashboard (``rca.scorecard``), never by the ranking path."""
 
     schema: ClassVar[str] = "incident"
     v: ClassVar[int] = 1
@@ -157,7 +160,6 @@ class Incident(_Event):
     guests: list[str]
     anomalies: list[Anomaly]
     causes: list[Cause]                         # rank order: causes[0] is rank 1
-    fault_id: str | None = None                 # the injected fault it matched, if any
 
     @property
     def key(self) -> str:

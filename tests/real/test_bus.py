@@ -86,8 +86,7 @@ def test_every_event_type_roundtrips(broker):
                    ts=time.time(), target={"guest": f"g-{rid}"}, params={"sector": 400}),
         anomaly,
         Incident(id=f"i-{rid}", ts=time.time(), guests=[f"g-{rid}"], anomalies=[anomaly],
-                 causes=[Cause(component=f"g-{rid}/disk/vda", score=0.9, evidence="EIO")],
-                 fault_id=f"f-{rid}"),
+                 causes=[Cause(component=f"g-{rid}/disk/vda", score=0.9, evidence="EIO")]),
     ]
     with bus.Producer(broker.bootstrap) as producer:
         acks = [producer.send(e).get(timeout=10) for e in events]

@@ -20,8 +20,7 @@ ANOMALY = Anomaly(guest="g0", ts=1795670002.5, detector="iforest", score=0.93,
                   features=["nr_iowait", "io_errors"])
 INCIDENT = Incident(id="inc-1", ts=1795670003.0, guests=["g0"], anomalies=[ANOMALY],
                     causes=[Cause(component="g0/disk/vda", score=0.9, evidence="EIO in log"),
-                            Cause(component="g0/net", score=0.1)],
-                    fault_id="f-1")
+                            Cause(component="g0/net", score=0.1)])
 ALL = [SAMPLE, FAULT, ANOMALY, INCIDENT]
 
 
@@ -128,3 +127,9 @@ def test_packs_roundtrip_and_fail_as_a_whole():
         decode_pack("sample", b"[]")
     with pytest.raises(SchemaError, match="expected a JSON object, got list"):
         decode("sample", encode_pack(samples))
+
+
+def test_an_incident_of_an_older_vmroc_with_a_matched_fault_id_still_decodes():
+    old = json.loads(encode(INCIDENT))
+    old["fault_id"] = "f-1"          # the correlator used to name the injected fault
+    assert decode("vmroc.incidents", json.dumps(old).encode()) == INCIDENT

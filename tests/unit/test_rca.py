@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from vmroc.rca import CausalRanker, Correlator, RCAError, evaluate, fault_part, feature_part
+from vmroc.rca import CausalRanker, Correlator, RCAError, fault_part, feature_part, format_faults
+from vmroc.rca.scorecard import score, summarize
 from vmroc.events import Anomaly, FaultEvent
 
 TOPOLOGY = {"g2": ["g1"], "g3": ["g1"]}  # g2 and g3 call g1
@@ -70,16 +71,15 @@ def fault(fid, kind, level, guest, phase, ts) -> FaultEvent:
                       target={"guests": [guest]}, campaign="c1")
 
 
-def test_incidents_group_close_match_and_score():
+def test_incidents_group_close_and_are_scored_by_the_scorecard():
     ledger = [fault("f1", "disk-eio", "disk", "g2", "injected", 100.0),
               fault("f1", "disk-eio", "disk", "g2", "effect-observed", 101.0),
               fault("f1", "disk-eio", "disk", "g2", "recovered", 112.0),
               fault("f2", "mem-pressure", "memory", "g3", "injected", 200.0),
               fault("f2", "mem-pressure", "memory", "g3", "recovered", 211.0),
-              fault("f3", "net-drop", "network", "g3", "injected", 300.0)]
+              fault("f3", "net-drop", "network", "g3", "injected", 300.0),
+              fault("f3", "net-drop", "network", "g3", "effect-observed", 300.5)]
     corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
-    for ev in ledger:
-        corr.add_fault(ev)
     out = corr.add(anomaly("g2", 101.0, log_disk__s=20))
     out += corr.add(anomaly("g2", 104.0, vda_ioms__s=5, cpu_iowait_s__s=4))
     assert out == [] and corr.flush(108.0) == []           # still within quiet_s
@@ -87,16 +87,35 @@ def test_incidents_group_close_match_and_score():
     out += corr.add(anomaly("g3", 200.7, memfree_kb=15))
     out += corr.add(anomaly("g1", 250.0, eth0_rxp__s=9))    # no fault then: a false alarm
     out += corr.flush()
-    assert [(i.guests, i.fault_id) for i in out] == [(["g2"], "f1"), (["g3"], "f2"),
-                                                     (["g1"], None)]
+    assert [i.guests for i in out] == [["g2"], ["g3"], ["g1"]]
     assert out[0].causes[0].component == "g2/disk" and len(out[0].anomalies) == 2
-    report = evaluate(ledger, out)
-    assert (report["faults"], report["detected"], report["top1"], report["false_alarms"]) == \
-        (3, 2, 2, 1)
-    rows = {r["kind"]: r for r in report["rows"]}
-    assert rows["disk-eio"]["time_to_detect_s"] == pytest.approx(1.6)
-    assert rows["disk-eio"]["effective"] and not rows["mem-pressure"]["effective"]
+    scored = score(ledger, [], out, guests=["g1", "g2", "g3"], span=(90.0, 320.0))
+    card = summarize(scored)
+    # f2 had no observed effect: not scored; f3's window holds no anomaly: missed
+    assert (card["faults"], card["effective"], card["detected"], card["ac1"]) == (3, 2, 1, 0.5)
+    assert scored.false_alarms == [out[2].id]
+    rows = {r["kind"]: r for r in scored.rows}
+    assert rows["disk-eio"]["detection_latency_s"] == pytest.approx(1.6)
+    assert rows["mem-pressure"]["incident"] == out[1].id and rows["mem-pressure"]["rank"] == 1
     assert rows["net-drop"]["detected"] is False and rows["net-drop"]["rank"] is None
+    assert "disk-eio" in format_faults(scored.rows, card)
+
+
+def test_an_incident_opened_by_noise_before_the_fault_is_still_the_faults():
+    """The correlator knows nothing of the ledger: an incident a false alarm opened just
+    before an injection, which the fault's anomalies then joined, is credited to the
+    fault by the scorecard (and its ranking judged), not lost as a false alarm."""
+    ledger = [fault("f1", "disk-eio", "disk", "g2", "injected", 100.0),
+              fault("f1", "disk-eio", "disk", "g2", "effect-observed", 100.5),
+              fault("f1", "disk-eio", "disk", "g2", "recovered", 110.0)]
+    corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
+    out = corr.add(anomaly("g1", 96.0, tasks_zombie=4))      # noise, 4 s before
+    out += corr.add(anomaly("g2", 101.5, log_disk__s=20, vda_ioms__s=5))
+    out += corr.flush()
+    assert len(out) == 1 and out[0].guests == ["g1", "g2"]
+    scored = score(ledger, [], out, guests=["g1", "g2", "g3"], span=(90.0, 120.0))
+    assert scored.false_alarms == [] and scored.rows[0]["incident"] == out[0].id
+    assert scored.rows[0]["rank"] == 1
 
 
 def test_cli_bad_depends_is_one_line():

@@ -24,7 +24,8 @@ def test_replay_detects_ranks_and_scores_a_recorded_campaign(tmp_path):
                      key=lambda s: s.ts)
     ledger = [FaultEvent(fault_id="f1", kind="guest-suspend", level="cluster", phase=phase,
                          ts=ts, target={"guests": ["g2"]}, campaign="c")
-              for phase, ts in (("injected", 30.0), ("recovered", 40.0))]
+              for phase, ts in (("injected", 30.0), ("effect-observed", 30.5),
+                                ("recovered", 40.0))]
     path = tmp_path / "run.jsonl"
     with open(path, "w") as f:
         f.write(json.dumps({"vmroc_recording": 1, "depends": {"g2": ["g1"]}}) + "\n")
@@ -33,9 +34,9 @@ def test_replay_detects_ranks_and_scores_a_recorded_campaign(tmp_path):
         f.write('{"topic": "vmroc.samples", "event": {"schema": "sample"}}\n')  # torn
         f.write("not json at all\n")
     report = replay_offline(path, baseline_s=15)
-    assert (report["faults"], report["detected"], report["top1"]) == (1, 1, 1), report
+    assert (report["effective"], report["detected"], report["ac1"]) == (1, 1, 1.0), report
     assert report["rows"][0]["rank1"] == "g2/guest"
-    assert 0 < report["rows"][0]["time_to_detect_s"] < 3
+    assert 0 < report["rows"][0]["detection_latency_s"] < 3
     assert report["skipped_lines"] == 2 and report["samples"] == len(samples)
 
 
