@@ -7,6 +7,11 @@
 Each member ranks the incident; a cause scores ``sum(weight / (k + rank))`` over the
 members (reciprocal-rank fusion, k = 1), so a cause two members put near the top beats
 one a single member loves. The evidence says where each member ranked the cause.
+
+A cause's score is its fused score over the most it could get (every member ranking it
+first): 1.0 is unanimity. ``credible(causes)`` is False when the rank-1 cause scores
+below ``abstain_below``: the members disagree, and the incident says "no credible
+cause" (``Incident.abstained``) instead of claiming one.
 """
 
 from __future__ import annotations
@@ -26,13 +31,19 @@ class Ensemble:
     """Reciprocal-rank fusion of fitted rankers (``rank(anomalies) -> [Cause]``)."""
 
     def __init__(self, members: Mapping[str, Any], weights: Mapping[str, float] | None = None,
-                 k: float = 1.0):
+                 k: float = 1.0, abstain_below: float = 0.0):
         self.members = members
         self.weights = weights
         self.k = k
+        self.abstain_below = abstain_below
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"members": self.members, "weights": self.weights, "k": self.k}
+        return {"members": self.members, "weights": self.weights, "k": self.k,
+                "abstain_below": self.abstain_below}
+
+    def credible(self, causes: list[Cause]) -> bool:
+        """Whether the rank-1 cause of ``rank``'s answer has enough agreement behind it."""
+        return bool(causes) and causes[0].score >= self.abstain_below
 
     def fit(self, *_: Any) -> "Ensemble":
         if not self.members:

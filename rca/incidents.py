@@ -7,7 +7,9 @@
 
 An anomaly joins the open incident if its onset is within ``window_s`` of the
 incident's last anomaly; otherwise it opens a new one. An incident closes when no
-anomaly joined it for ``quiet_s`` (of stream time). On closing, its causes are ranked.
+anomaly joined it for ``quiet_s`` (of stream time). On closing, its causes are ranked;
+a ranker with ``credible(causes)`` (the ensemble) may abstain: the incident then says
+``abstained`` (no credible cause) and still shows the ranking.
 
 The correlator never reads the fault ledger: an incident is what was seen, and which
 injected fault it belongs to is evaluation's join (``rca.scorecard``), so a ranking
@@ -21,15 +23,14 @@ import logging
 
 from vmroc.events import Anomaly, Incident
 
-from .ranker import CausalRanker
-
 log = logging.getLogger(__name__)
 
 
 class Correlator:
-    """Groups anomalies into incidents and ranks them when they close."""
+    """Groups anomalies into incidents and ranks them when they close (``ranker``: any
+    ranker of ``rca.rankers``, ``rank(anomalies) -> [Cause]``)."""
 
-    def __init__(self, ranker: CausalRanker, window_s: float = 10.0, quiet_s: float = 8.0):
+    def __init__(self, ranker, window_s: float = 10.0, quiet_s: float = 8.0):
         self.ranker = ranker
         self.window_s, self.quiet_s = window_s, quiet_s
         self.open: list[Anomaly] = []
@@ -61,12 +62,20 @@ class Correlator:
         first = min(_onset(a) for a in anomalies)
         guests = sorted({a.guest for a in anomalies})
         causes = self.ranker.rank(anomalies)
+        abstained = bool(causes) and not credible(self.ranker, causes)
         digest = hashlib.sha1(f"{first}:{guests}".encode()).hexdigest()[:8]
         incident = Incident(id=f"inc-{int(first)}-{digest}", ts=max(a.ts for a in anomalies),
-                            guests=guests, anomalies=anomalies, causes=causes)
-        log.info("incident %s on %s: rank 1 %s", incident.id, ",".join(guests),
-                 causes[0].component if causes else "-")
+                            guests=guests, anomalies=anomalies, causes=causes,
+                            abstained=abstained)
+        log.info("incident %s on %s: rank 1 %s%s", incident.id, ",".join(guests),
+                 causes[0].component if causes else "-", " (abstained)" if abstained else "")
         return incident
+
+
+def credible(ranker, causes: list) -> bool:
+    """Whether ``ranker`` stands by its ranking (rankers without ``credible`` always do)."""
+    check = getattr(ranker, "credible", None)
+    return True if check is None else bool(check(causes))
 
 
 def _onset(a: Anomaly) -> float:

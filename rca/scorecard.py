@@ -29,8 +29,14 @@ target guests; on any lab guest for a fault without targets, e.g. ``bridge-down`
 the incident that holds the detecting anomaly; AC@k is the share of scored faults with
 the truth in the top k (an undetected fault is a miss at every k) and Avg@5 the mean of
 AC@1..AC@5. Localization latency is injection to the first credited incident whose
-rank-1 cause is right (``Incident.ts``, its last anomaly's confirmation; a live RCA
-worker publishes the ranking once the incident has been quiet for its ``quiet_s``).
+rank-1 cause is right and claimed (``Incident.ts``, its last anomaly's confirmation; a
+live RCA worker publishes the ranking once the incident has been quiet for its
+``quiet_s``).
+
+Abstentions are counted, not hidden: an incident whose ranker found no credible cause
+(``Incident.abstained``) still shows its ranking, and AC@k reads it as always;
+``abstained`` counts the detected faults whose incident abstained and ``ac1_answered``
+is AC@1 over the detected faults whose incident did not (what a claimed answer is worth).
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ __all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "Scored
 GRACE_S = 10.0
 LAB_WIDE = ("network", "cluster")   # levels whose faults touch every guest of the lab
 METRICS = ("faults", "effective", "detected", "detection_rate", "median_detection_latency_s",
-           "p90_detection_latency_s", "median_localization_latency_s", "ac1", "ac3", "avg5")
+           "p90_detection_latency_s", "median_localization_latency_s", "ac1", "ac3", "avg5",
+           "abstained", "ac1_answered")
 
 
 @dataclass
@@ -113,14 +120,15 @@ def score(faults: Iterable[FaultEvent], anomalies: Iterable[Anomaly],
         credited.update(i.id for i in own)
         first = of_anomaly.get(_key(hits[0])) if hits else None
         comps = [c.component for c in first.causes] if first else []
-        right = next((i for i in own if i.causes and i.causes[0].component in w["truth"]),
-                     None)
+        right = next((i for i in own if i.causes and i.causes[0].component in w["truth"]
+                      and not i.abstained), None)
         row.update({
             "detected": bool(hits),
             "detection_latency_s": round(hits[0].ts - w["start"], 3) if hits else None,
             "incident": first.id if first else None,
             "rank": next((n for n, c in enumerate(comps, 1) if c in w["truth"]), None),
             "rank1": comps[0] if comps else None,
+            "abstained": bool(first and first.abstained),
             "localization_latency_s": round(right.ts - w["start"], 3) if right else None,
         })
         rows.append(row)
@@ -165,7 +173,13 @@ def format_faults(rows: list[dict[str, Any]], card: dict[str, Any]) -> str:
 
 def rerank(incidents: Iterable[Incident], ranker) -> list[Incident]:
     """The same incidents (same anomalies, same windows) with ``ranker``'s causes."""
-    return [replace(i, causes=ranker.rank(i.anomalies)) for i in incidents]
+    from .incidents import credible
+    out = []
+    for i in incidents:
+        causes = ranker.rank(i.anomalies)
+        out.append(replace(i, causes=causes,
+                           abstained=bool(causes) and not credible(ranker, causes)))
+    return out
 
 
 def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,6 +191,8 @@ def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
                  if r["localization_latency_s"] is not None]
     ac = [sum(r["rank"] is not None and r["rank"] <= k for r in scored) / n if n else None
           for k in range(1, 6)]
+    answered = [r for r in detected if not r.get("abstained")]
+    abstained = len(detected) - len(answered)
     return {
         "faults": len(rows),
         "effective": n,
@@ -189,6 +205,9 @@ def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "ac1": round(ac[0], 3) if n else None,
         "ac3": round(ac[2], 3) if n else None,
         "avg5": round(sum(ac) / 5, 3) if n else None,
+        "abstained": abstained,
+        "ac1_answered": (round(sum(r["rank"] == 1 for r in answered) / len(answered), 3)
+                         if answered else None),
     }
 
 

@@ -70,7 +70,8 @@ _COLUMNS = [("faults", "faults"), ("effective", "effective"), ("detected", "dete
             ("detection_rate", "detection rate"), ("median_detection_latency_s", "latency p50 s"),
             ("p90_detection_latency_s", "latency p90 s"),
             ("median_localization_latency_s", "localization p50 s"),
-            ("ac1", "AC@1"), ("ac3", "AC@3"), ("avg5", "Avg@5")]
+            ("ac1", "AC@1"), ("ac3", "AC@3"), ("avg5", "Avg@5"),
+            ("abstained", "abstained"), ("ac1_answered", "AC@1 claimed")]
 
 
 def _metrics_table(report: dict[str, Any]) -> str:
@@ -84,7 +85,8 @@ def _metrics_table(report: dict[str, Any]) -> str:
 
 def _rankers_table(rankers: dict[str, dict[str, Any]]) -> str:
     cols = [("ac1", "AC@1"), ("ac3", "AC@3"), ("avg5", "Avg@5"),
-            ("median_localization_latency_s", "localization p50 s")]
+            ("median_localization_latency_s", "localization p50 s"),
+            ("abstained", "abstained"), ("ac1_answered", "AC@1 claimed")]
     head = "".join(f"<th>{label}</th>" for _, label in cols)
     body = "".join(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_f(m[k])}</td>" for k, _ in cols)
                    + "</tr>" for name, m in rankers.items())

@@ -64,6 +64,7 @@ def incident_list(store: Store, limit: int = 50, before: float | None = None,
     matched = match(store, list(events.values()))
     for r in rows:
         r["faults"] = matched.get(r["id"], [])
+        r["abstained"] = bool(getattr(events.get(r["id"]), "abstained", False))
     return {"incidents": rows, "next_before": rows[-1]["ts"] if len(rows) == limit else None}
 
 
@@ -102,7 +103,7 @@ def incident_detail(store: Store, incident_id: str) -> dict[str, Any] | None:
                            "points": [[r["ts"], r["values"].get(n, 0.0)] for r in rows]})
     return {
         "id": inc.id, "ts": inc.ts, "onset": first, "guests": inc.guests,
-        "rca_ms": found["rca_ms"],
+        "rca_ms": found["rca_ms"], "abstained": inc.abstained,
         "causes": causes,
         "anomalies": [to_dict(a, header=False) for a in inc.anomalies],
         "logs": store.logs(inc.guests, first - 5.0, inc.ts + 2.0),

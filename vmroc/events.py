@@ -160,6 +160,7 @@ class Incident(_Event):
     guests: list[str]
     anomalies: list[Anomaly]
     causes: list[Cause]                         # rank order: causes[0] is rank 1
+    abstained: bool = False                     # no credible cause: causes shown, not claimed
 
     @property
     def key(self) -> str:

@@ -90,3 +90,34 @@ def test_the_ensemble_fuses_its_members_ranks():
     assert heavy[0].component == "g1/cpu"  # a member's say counts
     with pytest.raises(RCAError, match="before fit"):
         Ensemble(members).rank([anomaly("g2", 1.0)])
+
+
+def test_the_ensemble_abstains_when_its_members_disagree_and_the_scorecard_counts_it():
+    from vmroc.events import Cause, FaultEvent
+    from vmroc.rca.ensemble import Ensemble
+    from vmroc.rca.incidents import Correlator
+    from vmroc.rca.scorecard import score, summarize
+
+    class Fixed:
+        def __init__(self, *order):
+            self.order = order
+
+        def rank(self, anomalies):
+            return [Cause(component=c, score=1.0) for c in self.order]
+
+    agree = {"a": Fixed("g2/disk", "g1/cpu"), "b": Fixed("g2/disk", "g1/cpu")}
+    split = {"a": Fixed("g1/cpu", "g2/disk"), "b": Fixed("g2/disk", "g1/cpu")}
+    assert Ensemble(agree, abstain_below=0.9).fit().rank([anomaly("g2", 1.0)])[0].score == 1.0
+    ledger = [FaultEvent(fault_id=f, kind="disk-eio", level="disk", phase=p, ts=t + dt,
+                         target={"guests": ["g2"]})
+              for f, t in (("f1", 100.0), ("f2", 200.0))
+              for p, dt in (("injected", 0.0), ("effect-observed", 0.5), ("recovered", 9.0))]
+    incidents = []
+    for members, t in ((agree, 101.0), (split, 201.0)):
+        corr = Correlator(Ensemble(members, abstain_below=0.9).fit())
+        incidents += corr.add(anomaly("g2", t, vda_ioms__s=5)) + corr.flush()
+    assert [i.abstained for i in incidents] == [False, True]
+    assert incidents[1].causes, "an abstaining incident still shows its ranking"
+    card = summarize(score(ledger, [], incidents, guests=["g1", "g2"], span=(90.0, 220.0)))
+    assert (card["detected"], card["abstained"], card["ac1_answered"]) == (2, 1, 1.0)
+    assert card["ac1"] == 0.5  # the split incident ranked g1/cpu first: a miss, as always
