@@ -61,9 +61,12 @@ def main() -> int:
                                              "baro": fixed["baro"]},
                                             weights=ENSEMBLE_WEIGHTS).fit(), **fixed}
             for name, ranker in rankers.items():
-                rows = score(run.faults, run.anomalies, rerank(run.incidents, ranker),
-                             **where).rows
-                rows_of[name] += [r for r in rows if r["fault_id"] in held]
+                ranked = rerank(run.incidents, ranker)
+                sure = getattr(ranker, "confidence", lambda causes: causes[0].score)
+                top = {i.id: sure(i.causes) for i in ranked if i.causes}
+                rows = score(run.faults, run.anomalies, ranked, **where).rows
+                rows_of[name] += [dict(r, top=top.get(r["incident"])) for r in rows
+                                  if r["fault_id"] in held]
     out = {}
     for name, rows in rows_of.items():
         m = _metrics(rows)
@@ -72,9 +75,10 @@ def main() -> int:
                      "effective": m["effective"],
                      "per_kind_ac1": {k: _metrics([r for r in rows if r["kind"] == k])["ac1"]
                                       for k in kinds}}
+    curve = abstention_curve(rows_of["ensemble"])
     if args.json:
-        print(json.dumps({"folds": args.folds, "recordings": args.recordings, "rankers": out},
-                         indent=1))
+        print(json.dumps({"folds": args.folds, "recordings": args.recordings, "rankers": out,
+                          "ensemble_abstention": curve}, indent=1))
         return 0
     print(f"{args.folds}-fold cross-validation by time on {', '.join(args.recordings)} "
           f"({time.monotonic() - t0:.0f} s)")
@@ -86,7 +90,31 @@ def main() -> int:
     for name, m in out.items():
         print(f"{name:<12} " + " ".join(f"{m['per_kind_ac1'][k]:.2f}".rjust(len(k))
                                         for k in kinds))
+    print("ensemble abstaining below a confidence of T (the fingerprint's probability of "
+          "its rank-1 cause), detected faults:")
+    print(f"{'T':>5} {'claimed':>8} {'AC@1 claimed':>13} {'AC@1 abstained':>15}")
+    for c in curve:
+        print(f"{c['below']:>5.2f} {c['claimed']:>8.2f} {_f(c['ac1_claimed']):>13} "
+              f"{_f(c['ac1_abstained']):>15}")
     return 0
+
+
+def abstention_curve(rows: list[dict]) -> list[dict]:
+    """For each threshold: the share of detected faults whose incident would claim a
+    cause, and AC@1 among those claimed and those abstained (what abstaining is worth)."""
+    detected = [r for r in rows if r["effective"] and r["detected"] and r["top"] is not None]
+    out = []
+    for below in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        claimed = [r["rank"] == 1 for r in detected if r["top"] >= below]
+        dropped = [r["rank"] == 1 for r in detected if r["top"] < below]
+        out.append({"below": below, "claimed": len(claimed) / max(len(detected), 1),
+                    "ac1_claimed": sum(claimed) / len(claimed) if claimed else None,
+                    "ac1_abstained": sum(dropped) / len(dropped) if dropped else None})
+    return out
+
+
+def _f(x):
+    return "-" if x is None else f"{x:.2f}"
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ members (reciprocal-rank fusion, k = 1), so a cause two members put near the top
 one a single member loves. The evidence says where each member ranked the cause.
 
 A cause's score is its fused score over the most it could get (every member ranking it
-first): 1.0 is unanimity. ``credible(causes)`` is False when the rank-1 cause scores
-below ``abstain_below``: the members disagree, and the incident says "no credible
-cause" (``Incident.abstained``) instead of claiming one.
+first): 1.0 is unanimity. Its evidence also keeps each member's own score. The
+ensemble's confidence in its rank-1 cause is the score ``confidence_from`` gave it (the
+fingerprint's calibrated probability), or the fused score without such a member;
+``credible(causes)`` is False when that is below ``abstain_below``, and the incident
+says "no credible cause" (``Incident.abstained``) instead of claiming one.
 """
 
 from __future__ import annotations
@@ -31,19 +33,31 @@ class Ensemble:
     """Reciprocal-rank fusion of fitted rankers (``rank(anomalies) -> [Cause]``)."""
 
     def __init__(self, members: Mapping[str, Any], weights: Mapping[str, float] | None = None,
-                 k: float = 1.0, abstain_below: float = 0.0):
+                 k: float = 1.0, abstain_below: float = 0.0,
+                 confidence_from: str | None = "fingerprint"):
         self.members = members
         self.weights = weights
         self.k = k
         self.abstain_below = abstain_below
+        self.confidence_from = confidence_from
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"members": self.members, "weights": self.weights, "k": self.k,
-                "abstain_below": self.abstain_below}
+                "abstain_below": self.abstain_below, "confidence_from": self.confidence_from}
+
+    def confidence(self, causes: list[Cause]) -> float:
+        """How sure the ensemble is of its rank-1 cause (see the module docstring)."""
+        if not causes:
+            return 0.0
+        top = causes[0]
+        scores = top.evidence.get("scores", {}) if isinstance(top.evidence, dict) else {}
+        if self.confidence_from in self.members:
+            return float(scores.get(self.confidence_from, 0.0))
+        return float(top.score)
 
     def credible(self, causes: list[Cause]) -> bool:
-        """Whether the rank-1 cause of ``rank``'s answer has enough agreement behind it."""
-        return bool(causes) and causes[0].score >= self.abstain_below
+        """Whether the ensemble stands by its rank-1 cause (confidence >= abstain_below)."""
+        return bool(causes) and self.confidence(causes) >= self.abstain_below
 
     def fit(self, *_: Any) -> "Ensemble":
         if not self.members:
@@ -59,13 +73,15 @@ class Ensemble:
             return []
         scores: dict[str, float] = defaultdict(float)
         ranks: dict[str, dict[str, int]] = defaultdict(dict)
+        own: dict[str, dict[str, float]] = defaultdict(dict)
         for name, member in self.members.items():
             for rank, cause in enumerate(member.rank(anomalies), 1):
                 scores[cause.component] += self.weights_[name] / (self.k + rank)
                 ranks[cause.component][name] = rank
+                own[cause.component][name] = cause.score
         if not scores:
             return []
         total = sum(self.weights_.values()) / (self.k + 1)
         ranked = sorted(scores, key=lambda c: (-scores[c], c))
         return [Cause(component=c, score=round(scores[c] / total, 4),
-                      evidence={"ranks": ranks[c]}) for c in ranked]
+                      evidence={"ranks": ranks[c], "scores": own[c]}) for c in ranked]
