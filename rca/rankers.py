@@ -50,6 +50,7 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "dummy": lambda ctx: Dummy(ctx.seed).fit(ctx.series),
     "nsigma": lambda ctx: NSigma().fit(ctx.series),
     "baro": lambda ctx: Baro().fit(ctx.series),
+    "causal": lambda ctx: __import__("vmroc.rca.causal").rca.causal.CausalGraphRanker().fit(ctx.series),
     "fingerprint": _fingerprint,
     "ensemble": lambda ctx: Ensemble({"fingerprint": _fingerprint(ctx),
                                       "heuristic": CausalRanker(ctx.depends).fit(ctx.history),
