@@ -136,10 +136,10 @@ class CausalGraphRanker:
         nodes = list(self.nodes_)
         for g in guests:  # a guest the graph has not seen: its nodes, without edges
             nodes += [component(g, p) for p in PARTS if component(g, p) not in self.nodes_]
-        scores, features = self._anomaly_scores(nodes, onset, end)
+        scores, features, stopped = self._anomaly_scores(nodes, onset, end)
         if self.model_ is not None:  # moved, and not as the graph predicted from its causes
-            resid = self._residual_scores(nodes, onset, end)
-            scores = np.where(scores >= self.stopped, scores, np.sqrt(resid * scores))
+            scores = np.sqrt(scores * self._residual_scores(nodes, onset, end))
+        scores[stopped] = self.stopped
         graph = np.zeros((len(nodes), len(nodes)))
         graph[:len(self.nodes_), :len(self.nodes_)] = self.graph_
         visits = _walk(graph, scores, self.restart, self.backward)
@@ -160,27 +160,26 @@ class CausalGraphRanker:
         errors = self.model_.errors(z)
         before = int(np.ceil((onset - start) / step)) - lags
         surprise = _surprise(errors, before)
-        scores = np.zeros(len(nodes))
-        where = {n: i for i, n in enumerate(self.nodes_)}
-        for col, node in enumerate(self.of_column_):
-            if node >= 0:
-                i = where[self.nodes_[node]]
-                scores[i] = max(scores[i], surprise[col])
+        scores = np.zeros(len(nodes))  # nodes start with self.nodes_, in their order
+        keep = self.of_column_ >= 0
+        np.maximum.at(scores, self.of_column_[keep], surprise[keep])
         return scores
 
     def _anomaly_scores(self, nodes: list[str], onset: float, end: float
-                        ) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
-        """Each node's largest robust |z| after the onset, and its top features."""
+                        ) -> tuple[np.ndarray, dict[str, dict[str, float]], list[int]]:
+        """Each node's largest robust |z| after the onset, its top features, and the
+        ``guest`` nodes of guests whose samples stopped at the onset."""
         scores = np.zeros(len(nodes))
         where = {n: i for i, n in enumerate(nodes)}
         features: dict[str, dict[str, float]] = {}
+        stopped = []
         for g in sorted({n.split("/")[0] for n in nodes}):
             normal = self.series_.window(g, onset - self.before_s, onset)
             after = self.series_.window(g, onset, end)
             if len(normal) < 5:
                 continue
             if not len(after):  # its samples stopped: the guest as a whole is down
-                scores[where[component(g, "guest")]] = self.stopped
+                stopped.append(where[component(g, "guest")])
                 continue
             z = _robust_max_z(normal, after)
             for name, part, value in zip(self.series_.names, self.parts_, z):
@@ -191,8 +190,7 @@ class CausalGraphRanker:
                 features.setdefault(nodes[i], {})[name] = round(float(value), 2)
         features = {c: dict(sorted(f.items(), key=lambda kv: -kv[1])[:5])
                     for c, f in features.items()}
-        return scores, features
-
+        return scores, features, stopped
 
 def _span(series: FeatureSeries, guests: list[str]) -> tuple[float, float] | None:
     """First and last sample time over ``guests`` (None if one has no samples)."""
