@@ -80,14 +80,21 @@ class FeatureSeries:
         """The vectors of ``guest`` with ``start <= ts < end`` (rows), maybe none."""
         if guest not in self._ts:
             return np.empty((0, len(self.names)))
+        ts, x = self._rows(guest)
+        lo, hi = np.searchsorted(ts, [start, end], side="left")
+        return x[lo:hi]
+
+    def times(self, guest: str) -> np.ndarray:
+        """When each of ``guest``'s vectors was taken (ascending), maybe none."""
+        return self._rows(guest)[0] if guest in self._ts else np.empty(0)
+
+    def _rows(self, guest: str) -> tuple[np.ndarray, np.ndarray]:
         if guest not in self._frozen:
             # copies: a view would pin the arrays' buffers, and add() could not grow them
             ts = np.frombuffer(self._ts[guest], dtype=float).copy()
             x = np.frombuffer(self._x[guest], dtype=float).reshape(len(ts), -1).copy()
             self._frozen[guest] = ts, x
-        ts, x = self._frozen[guest]
-        lo, hi = np.searchsorted(ts, [start, end], side="left")
-        return x[lo:hi]
+        return self._frozen[guest]
 
 
 def _incident(anomalies: list[Anomaly]) -> tuple[float, float, list[str]]:

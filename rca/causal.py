@@ -194,8 +194,8 @@ class CausalGraphRanker:
 
 def _span(series: FeatureSeries, guests: list[str]) -> tuple[float, float] | None:
     """First and last sample time over ``guests`` (None if one has no samples)."""
-    ts = [series._ts.get(g) for g in guests]  # no public accessor for the times
-    if not guests or any(t is None or not len(t) for t in ts):
+    ts = [series.times(g) for g in guests]
+    if not guests or any(not len(t) for t in ts):
         return None
     return min(t[0] for t in ts), max(t[-1] for t in ts) + 1e-6
 
@@ -208,7 +208,7 @@ def _grid(series: FeatureSeries, guests: list[str], start: float, stop: float,
     blocks = []
     for g in guests:
         x = series.window(g, start, edges[-1])
-        ts = np.frombuffer(series._ts[g], dtype=float)
+        ts = series.times(g)
         ts = ts[np.searchsorted(ts, start):][:len(x)]
         lo = np.searchsorted(ts, edges[:-1])  # each step's first row
         counts = np.diff(np.append(lo, len(ts)))

@@ -20,6 +20,7 @@ from typing import Any
 from vmroc.events import Anomaly
 
 from .baselines import Baro, Dummy, FeatureSeries, NSigma
+from .causal import CausalGraphRanker
 from .ensemble import Ensemble
 from .errors import RCAError
 from .ranker import CausalRanker
@@ -50,7 +51,7 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "dummy": lambda ctx: Dummy(ctx.seed).fit(ctx.series),
     "nsigma": lambda ctx: NSigma().fit(ctx.series),
     "baro": lambda ctx: Baro().fit(ctx.series),
-    "causal": lambda ctx: __import__("vmroc.rca.causal").rca.causal.CausalGraphRanker().fit(ctx.series),
+    "causal": lambda ctx: CausalGraphRanker().fit(ctx.series),
     "fingerprint": _fingerprint,
     "ensemble": lambda ctx: Ensemble({"fingerprint": _fingerprint(ctx),
                                       "heuristic": CausalRanker(ctx.depends).fit(ctx.history),
