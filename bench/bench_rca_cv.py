@@ -37,7 +37,7 @@ def main() -> int:
     from vmroc.rca.replay import run_recording
     from vmroc.rca.scorecard import _metrics, rerank, score
 
-    names = ["fingerprint", "ensemble", "heuristic", "baro", "nsigma", "dummy"]
+    names = ["fingerprint", "ensemble", "heuristic", "causal", "baro", "nsigma", "dummy"]
     rows_of = {n: [] for n in names}
     t0 = time.monotonic()
     for path in args.recordings:
@@ -50,15 +50,14 @@ def main() -> int:
         folds = [effective[i * len(effective) // args.folds:
                            (i + 1) * len(effective) // args.folds] for i in range(args.folds)]
         fixed = {n: make_ranker(n, depends=run.depends, series=run.series, seed=args.seed)
-                 for n in ("heuristic", "baro", "nsigma", "dummy")}
+                 for n in ("heuristic", "causal", "baro", "nsigma", "dummy")}
         for fold in folds:
             held = {r["fault_id"] for r in fold}
             model = Fingerprint(seed=args.seed).fit(
                 [e for e in examples if e.fault_id not in held]).using(run.series, run.depends)
             rankers = {"fingerprint": model,
-                       "ensemble": Ensemble({"fingerprint": model,
-                                             "heuristic": fixed["heuristic"],
-                                             "baro": fixed["baro"]},
+                       "ensemble": Ensemble({name: model if name == "fingerprint" else
+                                             fixed[name] for name in ENSEMBLE_WEIGHTS},
                                             weights=ENSEMBLE_WEIGHTS).fit(), **fixed}
             for name, ranker in rankers.items():
                 ranked = rerank(run.incidents, ranker)

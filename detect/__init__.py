@@ -8,8 +8,9 @@ Entry points::
 
     run_detector(servers, stop=event)                 # vmroc.samples -> vmroc.anomalies
 
-Models (``detect.models``): ``RobustZScore`` (default; names the features that moved)
-and ``forest()`` (IsolationForest). Features (``detect.featurize``): counter rates over a
+Models (``detect.models``, by name in ``MODEL_NAMES``): ``RobustZScore`` (default; names
+the features that moved), ``forest()`` (IsolationForest) and ``lof()`` (LocalOutlierFactor);
+each guest's threshold is calibrated from its baseline (``detect.calibrate``). Features (``detect.featurize``): counter rates over a
 short window and gauge levels. Root error: ``DetectError``.
 """
 
@@ -20,14 +21,17 @@ from .errors import BaselineError, DetectError
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# The names of detect.models.MODELS, for command lines that must not import scikit-learn.
+MODEL_NAMES = ("robust", "forest", "lof")
+
 # scikit-learn takes ~0.5 s to import: load the models on first use, so `vmroc --help`
 # and the other commands stay quick.
 _LAZY = {"Detector": "detector", "GuestDetector": "detector", "run_detector": "worker",
-         "RobustZScore": "models", "forest": "models", "MODELS": "models",
+         "RobustZScore": "models", "forest": "models", "lof": "models", "MODELS": "models",
          "Featurizer": "featurize", "FEATURES": "featurize"}
 
-__all__ = ["Detector", "run_detector", "GuestDetector", "RobustZScore", "forest", "MODELS",
-           "Featurizer", "FEATURES", "DetectError", "BaselineError"]
+__all__ = ["Detector", "run_detector", "GuestDetector", "RobustZScore", "forest", "lof",
+           "MODELS", "MODEL_NAMES", "Featurizer", "FEATURES", "DetectError", "BaselineError"]
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """``vmroc detect``: turn the samples on the bus into anomalies, until Ctrl-C.
 
-    vmroc detect [--model robust|forest] [--baseline 20] [--threshold 8] [--json]
+    vmroc detect [--model robust|forest|lof] [--baseline 20] [--target-fa-per-hour 1]
+                 [--threshold T] [--json]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import sys
 import time
 
+from vmroc.detect import MODEL_NAMES
 from vmroc.events import to_dict
 from vmroc.proc import stop_on_signals
 
@@ -19,13 +21,17 @@ def register(subparsers) -> None:
         description="Consume vmroc.samples (as a member of a consumer group: run several to "
                     "split the guests), learn each guest's normal from its first samples, "
                     "and publish an anomaly when a guest leaves it. Ctrl-C stops.")
-    p.add_argument("--model", choices=["robust", "forest"], default="robust",
+    p.add_argument("--model", choices=MODEL_NAMES, default="robust",
                    help="robust: per-feature robust z-scores, names the features (default); "
-                        "forest: IsolationForest")
+                        "forest: IsolationForest; lof: LocalOutlierFactor")
     p.add_argument("--baseline", type=float, default=20.0, metavar="S",
                    help="seconds each guest is watched to learn normal (default 20)")
-    p.add_argument("--threshold", type=float, default=8.0,
-                   help="robust model: deviations from normal that count as abnormal (8)")
+    p.add_argument("--target-fa-per-hour", type=float, default=1.0, metavar="N",
+                   help="each guest's threshold is calibrated from its baseline for N false "
+                        "alarms an hour (default 1; robust and lof)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="robust model: a fixed number of deviations from normal that count "
+                        "as abnormal, instead of the calibrated threshold")
     p.add_argument("--silence", type=float, default=5.0, metavar="S",
                    help="a guest without samples for S seconds while others have them is an "
                         "anomaly (default 5)")
@@ -40,8 +46,9 @@ def register(subparsers) -> None:
 
 def cmd_detect(args) -> int:
     from .worker import run_detector
-    options = {"model": args.model, "baseline_s": args.baseline, "silence_s": args.silence}
-    if args.model == "robust":
+    options = {"model": args.model, "baseline_s": args.baseline, "silence_s": args.silence,
+               "target_fa_per_hour": args.target_fa_per_hour}
+    if args.model == "robust" and args.threshold is not None:
         options["threshold"] = args.threshold
     stop = stop_on_signals()
 

@@ -41,6 +41,18 @@ LEVELS = (
     "rq_nr_running", "rq_nr_iowait",
 )
 FEATURES = tuple(f"{name}/s" for name in RATES + EVENTS + LOG_EVENTS) + LEVELS
+# Counts of ordinary activity (packets, I/Os, page faults, retransmissions, any kernel
+# line; running, blocked and zombie tasks): Poisson-like, where one event is the smallest
+# move and comes now and then in a healthy guest. Not the clocks and CPU seconds (they
+# tick steadily), the task total and free memory, nor the counts of errors (timeouts,
+# resets, drops, OOM kills, error lines): a healthy guest has none, so one is evidence.
+ERRORS = ("vm_oom_kill", "eth0_rxdrop", "eth0_txdrop", "eth0_rxerr", "eth0_txerr",
+          "tcp_timeouts", "tcp_lost_retrans", "tcp_outrsts", "tcp_inerrs", "log_errors",
+          *LOG_EVENTS)
+COUNTED = tuple(n for n in RATES + EVENTS
+                if n != "jiffies" and not n.endswith("_s") and n not in ERRORS)
+SMALL_COUNTS = ("tasks_running", "tasks_blocked", "tasks_zombie", "rq_nr_running",
+                "rq_nr_iowait")
 MIN_DT = 0.02  # samples closer than this carry no rate information
 
 
@@ -54,6 +66,15 @@ class Featurizer:
         self.recent: deque[Sample] = deque()  # samples of the last window_s, oldest first
         self.logs: deque[list[int]] = deque()  # their log lines by part (LOG_PARTS order)
         self.restarts = 0  # counters went backwards: the guest rebooted or was relaunched
+
+    def units(self) -> list[float]:
+        """Per feature, the move one event makes (0: not counted so): one per window for
+        the rates of ordinary events (``COUNTED``), one task for the small task gauges. Detectors floor a
+        feature's scale with it (``models.scale_floor``), so that one TCP retransmission
+        after a quiet baseline is no alarm."""
+        counted = {f"{name}/s" for name in COUNTED}
+        return [1.0 / self.window_s if n in counted else 1.0 if n in SMALL_COUNTS else 0.0
+                for n in self.names]
 
     def update(self, sample: Sample) -> list[float] | None:
         """The vector for ``sample``, or None while there is no rate yet."""

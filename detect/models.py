@@ -10,41 +10,71 @@ that made a row abnormal, most abnormal first.
   its largest robust z-score. Fast, needs no tuning, and says which feature moved.
 - ``forest()``: scikit-learn's ``IsolationForest`` on robustly scaled features, for
   anomalies no single feature shows (explained with the z-scores all the same).
+- ``lof()``: scikit-learn's ``LocalOutlierFactor(novelty=True)`` on the z-scaled
+  features (``ZScaler``: the scales of ``RobustZScore``, floors included); a row far from
+  the baseline's dense neighbourhoods is abnormal. Explained with the z-scores.
+
+Scale floors: a feature that never moved in the baseline still gets a scale, so one
+change is abnormal but not infinitely so. It is ``min_scale * max(1, |median|)``, or for
+counts of events (``unit`` > 0: the move of one event, e.g. one retransmission per rate
+window) a Poisson one, ``sqrt(unit * max(mean, unit))``: the spread of a count at the
+baseline's rate, and at least one event. One event after an all-zero baseline is then a
+z of 1, not 13.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.base import BaseEstimator, OutlierMixin, TransformerMixin
 from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["RobustZScore", "forest", "MODELS"]
+__all__ = ["RobustZScore", "ZScaler", "forest", "lof", "scale_floor", "MODELS"]
 
 MAD_TO_SIGMA = 1.4826
+
+
+def scale_floor(X: np.ndarray, median: np.ndarray, min_scale: float,
+                unit=None) -> np.ndarray:
+    """The smallest scale of each feature (see the module docstring): relative to its
+    median, or Poisson for counts (``unit`` > 0)."""
+    floor = min_scale * np.maximum(1.0, np.abs(median))
+    if unit is None:
+        return floor
+    unit = np.broadcast_to(np.asarray(unit, dtype=float), floor.shape)
+    poisson = np.sqrt(unit * np.maximum(np.abs(X.mean(axis=0)), unit))
+    return np.where(unit > 0, poisson, floor)
+
+
+def robust_center_scale(X: np.ndarray, min_scale: float, unit=None):
+    """Per feature: the median and the scale (the largest of the MAD as a standard
+    deviation, the standard deviation, and the floor)."""
+    median = np.median(X, axis=0)
+    mad = np.median(np.abs(X - median), axis=0) * MAD_TO_SIGMA
+    floor = scale_floor(X, median, min_scale, unit)
+    return median, np.maximum(np.maximum(mad, X.std(axis=0)), floor)
 
 
 class RobustZScore(OutlierMixin, BaseEstimator):
     """Anomaly = some feature more than ``threshold`` deviations from its median.
 
     A feature's deviation is the largest of its MAD (as a standard deviation), its
-    standard deviation (a feature that is mostly flat with bursts has MAD 0) and
-    ``min_scale * max(1, |median|)`` (a feature that never moved in the baseline,
-    e.g. disk errors, so one change is abnormal but not infinitely so).
+    standard deviation (a feature that is mostly flat with bursts has MAD 0) and a floor
+    (``scale_floor``: ``min_scale`` relative to the median, or the Poisson spread of a
+    count whose one event moves it by ``unit``, per feature; None: no counts).
     """
 
-    def __init__(self, threshold: float = 8.0, min_scale: float = 0.05):
+    def __init__(self, threshold: float = 8.0, min_scale: float = 0.05, unit=None):
         self.threshold = threshold
         self.min_scale = min_scale
+        self.unit = unit
 
     def fit(self, X, y=None):
         X = validate_data(self, X)
-        self.median_ = np.median(X, axis=0)
-        mad = np.median(np.abs(X - self.median_), axis=0) * MAD_TO_SIGMA
-        floor = self.min_scale * np.maximum(1.0, np.abs(self.median_))
-        self.scale_ = np.maximum(np.maximum(mad, X.std(axis=0)), floor)
+        self.median_, self.scale_ = robust_center_scale(X, self.min_scale, self.unit)
         self.offset_ = -float(self.threshold)
         return self
 
@@ -82,4 +112,30 @@ def forest(random_state: int = 0, contamination: float | str = "auto") -> Pipeli
                                                 contamination=contamination))])
 
 
-MODELS = {"robust": RobustZScore, "forest": forest}
+class ZScaler(TransformerMixin, BaseEstimator):
+    """Features as deviations from the baseline median, in the scales of
+    ``RobustZScore`` (floors included): signed robust z-scores."""
+
+    def __init__(self, min_scale: float = 0.05, unit=None):
+        self.min_scale = min_scale
+        self.unit = unit
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X)
+        self.center_, self.scale_ = robust_center_scale(X, self.min_scale, self.unit)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return (X - self.center_) / self.scale_
+
+
+def lof(unit=None, n_neighbors: int = 20) -> Pipeline:
+    """LocalOutlierFactor (novelty) on ZScaler-scaled features (a scikit-learn Pipeline);
+    ``unit`` as in ``RobustZScore``."""
+    return Pipeline([("scale", ZScaler(unit=unit)),
+                     ("lof", LocalOutlierFactor(n_neighbors=n_neighbors, novelty=True))])
+
+
+MODELS = {"robust": RobustZScore, "forest": forest, "lof": lof}

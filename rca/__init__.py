@@ -17,19 +17,31 @@ Components (``rca.components``) name what broke: ``<guest>/<cpu|memory|disk|netw
 Root error: ``RCAError``.
 """
 
+import importlib
 import logging
 
-from .components import PARTS, component, fault_part, feature_part
 from .errors import RCAError
-from .incidents import Correlator
-from .ranker import CausalRanker
-from .rankers import BASELINES, RANKERS, make_ranker
-from .scorecard import format_faults, scorecard
-from .table import TABLE_RANKERS, rank_table
-from .worker import run_rca
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["CausalRanker", "Correlator", "scorecard", "format_faults", "run_rca",
-           "RCAError", "make_ranker", "RANKERS", "BASELINES", "component", "fault_part",
+# The ranker used when none is named (`vmroc eval`, `replay`, `serve`, `demo`); here, not
+# in rca.rankers, so command lines name it without importing scikit-learn. `vmroc rca run`
+# has no feature series: it ranks with the series-free heuristic.
+DEFAULT_RANKER = "ensemble"
+
+# scikit-learn takes ~0.5 s to import: load the rankers on first use.
+_LAZY = {"PARTS": "components", "component": "components", "fault_part": "components",
+         "feature_part": "components", "Correlator": "incidents", "CausalRanker": "ranker",
+         "BASELINES": "rankers", "RANKERS": "rankers", "make_ranker": "rankers",
+         "format_faults": "scorecard", "scorecard": "scorecard", "TABLE_RANKERS": "table",
+         "rank_table": "table", "run_rca": "worker"}
+
+__all__ = ["CausalRanker", "Correlator", "scorecard", "format_faults", "run_rca", "RCAError",
+           "make_ranker", "RANKERS", "BASELINES", "DEFAULT_RANKER", "component", "fault_part",
            "feature_part", "PARTS", "rank_table", "TABLE_RANKERS"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,11 +21,13 @@ from vmroc.events import Anomaly
 
 from .baselines import Baro, Dummy, FeatureSeries, NSigma
 from .causal import CausalGraphRanker
+from . import DEFAULT_RANKER  # noqa: F401 - one declaration, in the light package module
 from .ensemble import Ensemble
 from .errors import RCAError
 from .ranker import CausalRanker
 
-__all__ = ["RANKERS", "BASELINES", "SUPERVISED", "SERIES_FREE", "RankerContext", "make_ranker", "check_ranker"]
+__all__ = ["RANKERS", "BASELINES", "SUPERVISED", "SERIES_FREE", "DEFAULT_RANKER", "RankerContext",
+           "make_ranker", "check_ranker"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,17 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "baro": lambda ctx: Baro().fit(ctx.series),
     "causal": lambda ctx: CausalGraphRanker().fit(ctx.series),
     "fingerprint": _fingerprint,
-    "ensemble": lambda ctx: Ensemble({"fingerprint": _fingerprint(ctx),
-                                      "heuristic": CausalRanker(ctx.depends).fit(ctx.history),
-                                      "baro": Baro().fit(ctx.series)},
-                                     weights=ENSEMBLE_WEIGHTS).fit(),
+    "ensemble": lambda ctx: Ensemble({name: RANKERS[name](ctx) for name in ENSEMBLE_WEIGHTS},
+                                     weights=ENSEMBLE_WEIGHTS,
+                                     abstain_below=ENSEMBLE_ABSTAIN_BELOW).fit(),
 }
 
-# The ensemble's say per member (reciprocal-rank fusion, rca.ensemble).
+# The ensemble's members and their say (reciprocal-rank fusion, rca.ensemble); chosen by
+# cross-validation on the training recordings (bench/bench_rca_cv.py), never the held-out.
 ENSEMBLE_WEIGHTS = {"fingerprint": 2.0, "heuristic": 1.0, "baro": 1.0}
+# Below this confidence (the fingerprint's probability of the rank-1 cause) the ensemble
+# abstains: "no credible cause" (bench/bench_rca_cv.py prints the curve it was read from).
+ENSEMBLE_ABSTAIN_BELOW = 0.0
 
 # Rankers that rank from the anomalies alone (the others read every guest's feature series).
 SERIES_FREE = ("heuristic",)

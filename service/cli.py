@@ -1,7 +1,7 @@
 """``vmroc record`` and ``vmroc replay``: keep what the bus carried, and run it again.
 
     vmroc record -o run.jsonl [--topics vmroc.samples,vmroc.faults] [--idle 5] [--live]
-    vmroc replay run.jsonl [--model robust|forest] [--json]     # detect + RCA offline
+    vmroc replay run.jsonl [--model robust|forest|lof] [--json]     # detect + RCA offline
     vmroc replay run.jsonl --publish                            # back onto the bus
 """
 
@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from vmroc.detect import MODEL_NAMES
+from vmroc.rca import DEFAULT_RANKER
 
 
 def register(subparsers) -> None:
@@ -33,10 +36,10 @@ def register(subparsers) -> None:
                     "With --publish: every event goes back onto the bus, in order.")
     rep.add_argument("file", help="recording made by `vmroc record`")
     rep.add_argument("--publish", action="store_true", help="publish instead of analysing")
-    rep.add_argument("--model", choices=["robust", "forest"], default="robust",
+    rep.add_argument("--model", choices=MODEL_NAMES, default="robust",
                      help="detector model (robust)")
-    rep.add_argument("--ranker", default="heuristic", metavar="NAME",
-                     help="ranker by name in rca.rankers (heuristic)")
+    rep.add_argument("--ranker", default=DEFAULT_RANKER, metavar="NAME",
+                     help=f"ranker by name in rca.rankers ({DEFAULT_RANKER})")
     rep.add_argument("--rca-model", metavar="FILE", default=None,
                      help="trained model of the fingerprint ranker (`vmroc rca train`)")
     rep.add_argument("--baseline", type=float, default=20.0, metavar="S",

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from vmroc.rca import DEFAULT_RANKER
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -41,7 +43,8 @@ def register(subparsers) -> None:
                    help="samples per second per guest (5)")
     p.add_argument("--baseline", type=float, default=25.0, metavar="S",
                    help="seconds of each guest's samples to learn normal from (25)")
-    p.add_argument("--ranker", default="heuristic")
+    p.add_argument("--ranker", default=DEFAULT_RANKER,
+                   help=f"ranker from rca.rankers (default {DEFAULT_RANKER})")
     p.add_argument("--exit", action="store_true", help="stop after the scorecard")
     p.add_argument("--json", action="store_true", help="print the scorecard as JSON")
     p.set_defaults(func=cmd_demo)

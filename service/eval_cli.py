@@ -9,6 +9,9 @@ import json
 import sys
 from typing import Any
 
+from vmroc.detect import MODEL_NAMES
+from vmroc.rca import DEFAULT_RANKER
+
 
 def register(subparsers) -> None:
     # rca.rankers is not imported here (scikit-learn: a second on every `vmroc` command)
@@ -23,10 +26,10 @@ def register(subparsers) -> None:
                     "faults without an observed effect are counted, not scored.")
     p.add_argument("recordings", nargs="+", metavar="RECORDING",
                    help="recordings made by `vmroc record` (.jsonl, .jsonl.xz, .jsonl.gz)")
-    p.add_argument("--ranker", default="heuristic", metavar="NAME",
-                   help="the ranker scored, by its name in rca.rankers (default heuristic, "
-                        "the causal rules of docs/rca.md); an unknown name lists them")
-    p.add_argument("--model", choices=["robust", "forest"], default="robust",
+    p.add_argument("--ranker", default=DEFAULT_RANKER, metavar="NAME",
+                   help=f"the ranker scored, by its name in rca.rankers (default "
+                        f"{DEFAULT_RANKER}); an unknown name lists them")
+    p.add_argument("--model", choices=MODEL_NAMES, default="robust",
                    help="detector model (robust)")
     p.add_argument("--rca-model", metavar="FILE", default=None,
                    help="trained model of the fingerprint ranker (default: $VMROC_RCA_MODEL "

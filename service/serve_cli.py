@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
+from vmroc.detect import MODEL_NAMES
+from vmroc.rca import DEFAULT_RANKER
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,8 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--db", default=None, metavar="URL",
                    help="database URL (default sqlite:///$VMROC_HOME/service/vmroc.db; "
                         "postgresql://... also works)")
-    p.add_argument("--ranker", default="heuristic",
-                   help="ranker from rca.rankers (default heuristic)")
+    p.add_argument("--ranker", default=DEFAULT_RANKER,
+                   help=f"ranker from rca.rankers (default {DEFAULT_RANKER})")
     p.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
                    help="lab whose who-calls-whom RCA uses and the actions act on")
     p.add_argument("--depends", default=None, metavar="G:S,...",
@@ -38,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--group", default="vmroc-serve", help="Kafka consumer group")
     p.add_argument("--from-beginning", action="store_true",
                    help="a new group starts at the oldest retained event (default: now)")
-    p.add_argument("--model", choices=["robust", "forest"], default="robust")
+    p.add_argument("--model", choices=MODEL_NAMES, default="robust")
     p.add_argument("--baseline", type=float, default=20.0, metavar="S",
                    help="seconds of each guest's samples to learn normal from (20)")
     p.add_argument("--silence", type=float, default=5.0, metavar="S",

@@ -225,7 +225,8 @@ def campaign(tmp_path):
 
 def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
     from vmroc.cli import main
-    assert main(["eval", str(campaign), "--baseline", "15", "--json"]) == 0
+    assert main(["eval", str(campaign), "--baseline", "15", "--ranker", "heuristic",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     overall = {*METRICS, "incidents", "false_alarms", "hours", "false_alarms_per_hour"}
     assert set(report) == overall | {"ranker", "per_kind", "baselines", "recordings"}
@@ -245,10 +246,21 @@ def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
     assert rec["samples"] == 3 * 650 and 0.035 < rec["hours"] < 0.037
 
 
+def test_eval_scores_the_default_ensemble_with_the_heuristic_as_a_contestant(campaign, capsys):
+    from vmroc.cli import main
+    assert main(["eval", str(campaign), "--baseline", "15", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ranker"] == "ensemble"
+    assert set(report["baselines"]) == {"heuristic", "dummy", "nsigma", "baro"}
+    assert report["baselines"]["heuristic"]["detected"] == report["detected"] == 2
+    assert report["abstained"] == 0  # the shipped ensemble does not abstain (threshold 0)
+
+
 def test_eval_prints_tables_and_writes_an_html_report_with_plots(campaign, tmp_path, capsys):
     from vmroc.cli import main
     out = tmp_path / "report.html"
-    assert main(["eval", str(campaign), "--baseline", "15", "--html", str(out)]) == 0
+    assert main(["eval", str(campaign), "--baseline", "15", "--ranker", "heuristic",
+                 "--html", str(out)]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].split()[:4] == ["kind", "faults", "eff", "det"]
     assert any(line.startswith("overall") for line in text.splitlines())

@@ -61,7 +61,7 @@ def reference():
 
 def test_the_stream_gives_one_incident_per_fault_ranked_right(reference):
     assert [causes[0] for _, causes in reference] == ["g2/guest", "g3/disk"], reference
-    assert [int(i.split("-")[1]) - T0 for i, _ in reference] == [41, 80]  # onsets
+    assert [int(i.split("-")[1]) - T0 for i, _ in reference] == [40, 80]  # onsets
 
 
 def test_partitions_read_one_after_another_give_the_same_incidents(reference):
@@ -278,7 +278,7 @@ def test_the_demo_scorecard_reads_the_store(app, capsys):
     view = faults_view(app.config["STORE"], campaign="synthetic")
     print_scorecard("synthetic", view["faults"], view["scorecard"])
     out = capsys.readouterr().out.splitlines()
-    assert out[2].split()[:6] == ["guest-suspend", "g2", "yes", "yes", "1.6s", "g2/guest"]
+    assert out[2].split()[:6] == ["guest-suspend", "g2", "yes", "yes", "1.2s", "g2/guest"]
     assert out[3].split()[-2:] == ["g3/disk", "yes"]
     assert out[4].startswith("  AC@1 1.00  AC@3 1.00  Avg@5 1.00  (2 effective of 2 faults")
 
