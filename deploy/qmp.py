@@ -4,6 +4,11 @@ QEMU serves one client per QMP socket at a time, so callers open, command and cl
 
     with guest.qmp() as qmp:
         qmp.cmd("query-status")["status"]
+
+Every step has a deadline, connecting included: a QEMU whose main loop is blocked (a
+TCG vCPU thread frozen while holding the big lock, by ``cpu-stall``) still accepts the
+connection but never greets, and a wait without a deadline would hang the caller (and
+the teardown that would have thawed it) until someone thawed QEMU by hand.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ class QMP:
     def __init__(self, path: Path, guest: str, timeout: float = 10.0):
         self.guest = guest
         self._proto = QEMUMonitorProtocol(str(path), nickname=guest)
+        self._timeout = timeout
         try:
-            self._proto.connect()
             self._proto.settimeout(timeout)
+            self._deadline(self._proto._qmp.connect(str(path)))  # greeting + capabilities
         except Exception as exc:  # qemu.qmp raises several unrelated types here
             self.close()
             raise GuestError(f"guest {guest}: QMP socket {path} does not answer ({exc}); "
@@ -66,9 +72,14 @@ class QMP:
 
     def close(self) -> None:
         try:
-            self._proto.close()
-        except Exception:  # the peer went away first (e.g. after `quit`)
+            self._deadline(self._proto._qmp.disconnect())
+        except Exception:  # the peer went away first (e.g. after `quit`), or hangs
             pass
+
+    def _deadline(self, coro) -> Any:
+        """Run one step of the session, at most ``timeout`` seconds (``qemu.qmp``'s legacy
+        ``connect`` and ``close`` have no deadline of their own)."""
+        return self._proto._sync(coro, self._timeout)
 
     def __enter__(self) -> "QMP":
         return self

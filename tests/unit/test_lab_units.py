@@ -117,3 +117,38 @@ def test_lab_that_is_not_up(tmp_path, monkeypatch):
         lab.guest("g1")
     with pytest.raises(LabError, match="bad lab name"):
         lab_mod.Lab("../x")
+
+
+def test_a_qemu_that_accepts_but_never_greets_is_a_one_line_error_not_a_hang(tmp_path):
+    """QEMU's main loop blocked (a frozen TCG vCPU holding the big lock): the socket
+    accepts, no greeting comes. The client gives up at its deadline instead of hanging
+    the fault that would have thawed it (seen: a cpu-stall left on for 7 minutes)."""
+    import socket
+    import threading
+    import time
+
+    from vmroc.deploy.errors import GuestError
+    from vmroc.deploy.qmp import QMP
+
+    path = tmp_path / "qmp.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)          # the kernel accepts; nobody ever writes a greeting
+    errors: list[Exception] = []
+
+    def connect() -> None:
+        try:
+            QMP(path, "g9", timeout=1.0)
+        except Exception as exc:  # noqa: BLE001 - judged below
+            errors.append(exc)
+    try:
+        t0 = time.monotonic()
+        waiter = threading.Thread(target=connect, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        assert not waiter.is_alive(), "QMP() hung on a socket that never greets"
+        assert time.monotonic() - t0 < 5
+        assert len(errors) == 1 and isinstance(errors[0], GuestError), errors
+        assert "does not answer" in str(errors[0])
+    finally:
+        server.close()
