@@ -27,18 +27,20 @@ bench: setup
 	  $(PYTHON) -m vmroc.cli lab down --name bench; exit $$rc
 
 # Trust in the answer (docs/eval.md): the shipped fingerprint model is trained on the
-# training recording only; `make eval` scores every ranker on the held-out one.
-TRAIN = data/recordings/mixed-s1.jsonl.xz
+# training recordings only; `make eval` scores every ranker on the held-out ones.
+TRAIN = data/recordings/mixed-s1.jsonl.xz data/recordings/mixed-s3.jsonl.xz
 HELDOUT = data/recordings/mixed-s2.jsonl.xz
 model:
 	$(PYTHON) -m vmroc.cli rca train $(TRAIN) -o rca/models/fingerprint.joblib
 
 eval:
 	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker ensemble --html build/eval-heldout.html
-	$(PYTHON) -m vmroc.cli eval data/recordings/normal.jsonl.xz
+	$(PYTHON) -m vmroc.cli eval data/recordings/normal-2.jsonl.xz
 
-# The shipped recordings again (~75 min on a 2-core machine; the lab and broker stay up).
+# The shipped recordings again (~125 min on a 2-core machine; the lab and broker stay up).
 recordings: setup
-	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/mixed.yaml --record $(TRAIN)
+	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/mixed.yaml --record data/recordings/mixed-s1.jsonl.xz
+	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s3.yaml --record data/recordings/mixed-s3.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s2.yaml --record $(HELDOUT)
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal.jsonl.xz
+	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-2.jsonl.xz
