@@ -2,10 +2,11 @@
 
     python3 bench/bench_rca_cv.py data/recordings/mixed-s1.jsonl.xz [--folds 3] [--json]
 
-The recordings are replayed once; their effective faults are split by injection time
-into ``--folds`` consecutive blocks; for each block the fingerprint model is trained on
-the other blocks' incidents only, every incident is ranked by it (and by the ensemble
-built on it), and the block's faults are scored (``rca.scorecard``). The baselines and
+The recordings are replayed once; each one's effective faults are split by injection
+time into ``--folds`` consecutive blocks; for each block the fingerprint model is trained
+on the incidents of every other block of every recording, every incident is ranked by
+it (and by the ensemble built on it: ``--members NAME:WEIGHT,...``, default the shipped
+``ENSEMBLE_WEIGHTS``), and the block's faults are scored (``rca.scorecard``). The baselines and
 the heuristic rank the same incidents. This is how a ranker is tuned without looking at
 the held-out recording; the held-out numbers come from `make eval`.
 """
@@ -29,21 +30,26 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--members", default=None, metavar="NAME:WEIGHT,...",
+                    help="the ensemble tried (default: rca.rankers.ENSEMBLE_WEIGHTS)")
     args = ap.parse_args()
 
     from vmroc.rca.ensemble import Ensemble
     from vmroc.rca.fingerprint import Fingerprint, incident_examples
     from vmroc.rca.rankers import ENSEMBLE_WEIGHTS, make_ranker
     from vmroc.rca.replay import run_recording
+
+    weights = ENSEMBLE_WEIGHTS if not args.members else {
+        name: float(w) for name, w in (m.split(":") for m in args.members.split(","))}
     from vmroc.rca.scorecard import _metrics, rerank, score
 
     names = ["fingerprint", "ensemble", "heuristic", "causal", "baro", "nsigma", "dummy"]
     rows_of = {n: [] for n in names}
     t0 = time.monotonic()
-    for path in args.recordings:
-        run = run_recording(path, "heuristic")
+    runs = [run_recording(path, "heuristic") for path in args.recordings]
+    examples = [e for run in runs for e in incident_examples(run)]
+    for run in runs:
         where = {"guests": run.guests, "span": run.span}
-        examples = incident_examples(run)
         effective = sorted((r for r in score(run.faults, run.anomalies, run.incidents,
                                              **where).rows if r["effective"]),
                            key=lambda r: r["start"])
@@ -53,12 +59,13 @@ def main() -> int:
                  for n in ("heuristic", "causal", "baro", "nsigma", "dummy")}
         for fold in folds:
             held = {r["fault_id"] for r in fold}
+            # trained on every other fold of this recording and all of the others
             model = Fingerprint(seed=args.seed).fit(
                 [e for e in examples if e.fault_id not in held]).using(run.series, run.depends)
             rankers = {"fingerprint": model,
                        "ensemble": Ensemble({name: model if name == "fingerprint" else
-                                             fixed[name] for name in ENSEMBLE_WEIGHTS},
-                                            weights=ENSEMBLE_WEIGHTS).fit(), **fixed}
+                                             fixed[name] for name in weights},
+                                            weights=weights).fit(), **fixed}
             for name, ranker in rankers.items():
                 ranked = rerank(run.incidents, ranker)
                 sure = getattr(ranker, "confidence", lambda causes: causes[0].score)
