@@ -10,7 +10,11 @@ its threshold from the same samples (``detect.calibrate``: the cut at which conf
 episodes would come ``target_fa_per_hour`` times an hour, never below the model's floor
 in ``MIN_CUT``; a ``threshold`` given to the robust model is used as is instead). A guest
 whose counters go backwards (it rebooted) learns both again from its next samples.
-After that, ``confirm`` abnormal vectors in a row open an episode and raise one
+Normal keeps being learned: every ``refit_s`` of stream time outside an episode, the
+model and its threshold are fitted again on the baseline plus the vectors judged
+normal in the last ``keep_s`` seconds, so a guest's slower rhythms (writeback bursts,
+periodic jobs) that twenty seconds never showed become normal once seen, while what
+was judged abnormal never enters. After that, ``confirm`` abnormal vectors in a row open an episode and raise one
 ``Anomaly`` (``ts`` = when confirmed, ``onset`` = the first abnormal sample, the
 features that moved most); ``clear`` normal vectors in a row close it. A guest whose
 samples stop while other guests' samples go on (crashed, or its sampler marked it
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -63,12 +68,16 @@ class GuestDetector:
     def __init__(self, guest: str, model: str = "robust", baseline_s: float = 20.0,
                  confirm: int = 3, clear: int = 5, min_vectors: int = 20,
                  target_fa_per_hour: float | None = 1.0, min_cut: float | None = None,
-                 settle_s: float = 20.0, **model_args: Any):
+                 settle_s: float = 20.0, refit_s: float | None = 60.0,
+                 keep_s: float = 600.0, learn_below: float = 0.5, **model_args: Any):
         check_model(model)
         self.guest = guest
         self.model_name = model
         self.baseline_s, self.confirm, self.clear = baseline_s, confirm, clear
         self.min_vectors, self.settle_s = min_vectors, settle_s
+        self.refit_s, self.keep_s, self.learn_below = refit_s, keep_s, learn_below
+        self.normal: deque[tuple[float, list[float]]] = deque()  # judged normal since fit
+        self.fitted_at: float | None = None
         self.target_fa_per_hour = target_fa_per_hour
         self.featurizer = Featurizer()
         units = self.featurizer.units()
@@ -97,24 +106,37 @@ class GuestDetector:
         if len(self.baseline) < self.min_vectors:
             raise BaselineError(f"guest {self.guest}: {len(self.baseline)} baseline vectors, "
                                 f"need {self.min_vectors}; sample longer or faster")
-        X = np.asarray(self.baseline)
+        self._fit(np.asarray(self.baseline), self.baseline_ts)
+        self.fitted = self.learned = True
+        how = "" if self.cut is None else \
+            f"; threshold {self.cut:.2f} for {self.target_fa_per_hour:g} false alarms an hour"
+        self.log.info("%s: baseline learned from %d vectors over %.1fs%s", self.guest,
+                      len(self.baseline), self.baseline_s, how)
+
+    def refit(self, now: float) -> None:
+        """Learn normal again from the baseline and the recent vectors judged normal."""
+        while self.normal and self.normal[0][0] < now - self.keep_s:
+            self.normal.popleft()
+        ts = self.baseline_ts + [t for t, _ in self.normal]
+        self._fit(np.asarray(self.baseline + [x for _, x in self.normal]), ts)
+        self.log.debug("%s: normal learned again from %d vectors; threshold %s", self.guest,
+                       len(ts), "-" if self.cut is None else f"{self.cut:.2f}")
+
+    def _fit(self, X: np.ndarray, ts: list[float]) -> None:
+        self.fitted_at = ts[-1] if ts else None
         if self.calibrates:
-            self.cut = max(self.calibrate(X), self.min_cut)
+            self.cut = max(self.calibrate(X, ts), self.min_cut)
             if isinstance(self.model, RobustZScore):
                 self.model.set_params(threshold=self.cut)
         self.model.fit(X)
         if self.explainer is not self.model:
             self.explainer.fit(X)
-        self.fitted = self.learned = True
-        how = "" if self.cut is None else \
-            f"; threshold {self.cut:.2f} for {self.target_fa_per_hour:g} false alarms an hour"
-        self.log.info("%s: baseline learned from %d vectors over %.1fs%s", self.guest, len(X),
-                      self.baseline_s, how)
 
-    def calibrate(self, X: np.ndarray) -> float:
-        """The cut of the model's abnormality for the target rate of false alarms."""
-        ts = self.baseline_ts
-        seconds = (ts[-1] - ts[0]) * len(ts) / max(len(ts) - 1, 1)
+    def calibrate(self, X: np.ndarray, ts: list[float]) -> float:
+        """The cut of the model's abnormality for the target rate of false alarms
+        (``ts``: when the rows of ``X`` were taken; gaps left by episodes do not count)."""
+        step = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.1
+        seconds = step * len(ts)
         return calibrated_cut(self.model, X, seconds=seconds, confirm=self.confirm,
                               target_per_hour=self.target_fa_per_hour)
 
@@ -126,8 +148,17 @@ class GuestDetector:
                       self.baseline_s, self.settle_s)
         self.started, self.fitted = ts + self.settle_s, False
         self.baseline, self.baseline_ts = [], []
+        self.normal.clear()
         self.streak.clear()
         self.normal_run, self.in_episode = 0, False
+
+    def clearly_normal(self, score: float) -> bool:
+        """Whether a vector this far below the cut is learned as normal: its abnormality
+        within ``learn_below`` of the cut's way down (a vector close to the cut may be a
+        fault's weak start, and would teach the detector to tolerate it)."""
+        if self.cut is None:
+            return score <= 0
+        return score + self.cut <= self.learn_below * self.cut
 
     def abnormality(self, x: list[float]) -> float:
         """How far past the cut vector ``x`` is (> 0: abnormal)."""
@@ -159,6 +190,10 @@ class GuestDetector:
         if score <= 0:
             self.normal_run += 1
             self.streak.clear()
+            if not self.in_episode and self.clearly_normal(score):
+                self.normal.append((sample.ts, x))
+                if self.refit_s and sample.ts - (self.fitted_at or sample.ts) >= self.refit_s:
+                    self.refit(sample.ts)
             if self.in_episode and self.normal_run >= self.clear:
                 self.in_episode = False
                 self.log.info("%s: back to normal", self.guest)

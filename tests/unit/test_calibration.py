@@ -111,3 +111,34 @@ def test_lof_detects_a_stalled_guest_through_the_detector():
 
 def test_every_model_has_a_name_on_the_command_line():
     assert MODEL_NAMES == tuple(MODELS)
+
+
+def wobbly_guest(burst_at: float, drop_at: float, seed: int = 3):
+    """Free memory flat for 20 s, then wobbling by up to 10 % (clearly normal: within
+    half the cut of the first baseline), a 40 % dip for 10 s at ``burst_at`` (the size
+    of the wobble's rare extremes, not yet seen), and a 90 % sustained drop at ``drop_at``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in guest_stream("g", 0.0, drop_at + 20):
+        free = 1_000_000 + int(rng.integers(-500, 500))
+        if s.ts >= 20:
+            free += int(100_000 * np.sin(s.ts / 7.0) * rng.uniform(0.8, 1.0))
+        if burst_at <= s.ts < burst_at + 10:
+            free -= 400_000
+        if s.ts >= drop_at:
+            free -= 900_000
+        out.append(sample("g", s.ts, **{**s.features, "memfree_kb": free}))
+    return out
+
+
+def test_normal_keeps_being_learned_but_not_what_was_abnormal():
+    stream = wobbly_guest(burst_at=150.0, drop_at=200.0)
+    frozen, _ = anomalies_of(stream, refit_s=None)
+    learning, det = anomalies_of(stream)
+    # the first baseline never saw the wobble: the dip and the drop are alarms
+    assert [round(a.onset) // 10 for a in frozen][:2] == [15, 20], frozen
+    # having learned two minutes of wobble, the dip is within normal; the drop is not
+    assert [round(a.onset) // 10 for a in learning] == [20], learning
+    g = det.guests["g"]
+    assert g.fitted_at is not None and g.fitted_at >= 100  # learned again since
+    assert all(-g.model.score_samples(np.asarray([x]))[0] < 6.5 for _, x in g.normal)
