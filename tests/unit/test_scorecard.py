@@ -229,7 +229,9 @@ def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     overall = {*METRICS, "incidents", "false_alarms", "hours", "false_alarms_per_hour"}
-    assert set(report) == overall | {"ranker", "per_kind", "baselines", "recordings"}
+    assert set(report) == overall | {"ranker", "per_kind", "baselines", "recordings",
+                                     "ranking_ms_median", "ranking_ms_p90"}
+    assert 0 < report["ranking_ms_median"] <= report["ranking_ms_p90"]
     assert set(report["baselines"]) == {"dummy", "nsigma", "baro"}
     for card in (report, *report["baselines"].values()):
         assert set(card) >= overall | {"per_kind"}
