@@ -30,6 +30,8 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fingerprint", default="", metavar="PARAM=VALUE,...",
+                    help="Fingerprint parameters tried, e.g. n_estimators=300,per_fold=1")
     ap.add_argument("--members", default=None, metavar="NAME:WEIGHT,...",
                     help="the ensemble tried (default: rca.rankers.ENSEMBLE_WEIGHTS)")
     args = ap.parse_args()
@@ -39,6 +41,7 @@ def main() -> int:
     from vmroc.rca.rankers import ENSEMBLE_WEIGHTS, make_ranker
     from vmroc.rca.replay import run_recording
 
+    fp_params = {k: int(v) for k, v in (p.split("=") for p in args.fingerprint.split(",") if p)}
     weights = ENSEMBLE_WEIGHTS if not args.members else {
         name: float(w) for name, w in (m.split(":") for m in args.members.split(","))}
     from vmroc.rca.scorecard import _metrics, rerank, score
@@ -60,7 +63,7 @@ def main() -> int:
         for fold in folds:
             held = {r["fault_id"] for r in fold}
             # trained on every other fold of this recording and all of the others
-            model = Fingerprint(seed=args.seed).fit(
+            model = Fingerprint(seed=args.seed, **fp_params).fit(
                 [e for e in examples if e.fault_id not in held]).using(run.series, run.depends)
             rankers = {"fingerprint": model,
                        "ensemble": Ensemble({name: model if name == "fingerprint" else
