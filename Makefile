@@ -35,12 +35,13 @@ model:
 
 eval:
 	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker ensemble --html build/eval-heldout.html
-	$(PYTHON) -m vmroc.cli eval data/recordings/normal-2.jsonl.xz
+	$(PYTHON) -m vmroc.cli eval data/recordings/normal-3.jsonl.xz
 
-# The shipped recordings again (~125 min on a 2-core machine; the lab and broker stay up).
+# The shipped recordings again (~145 min on a 2-core machine; the lab and broker stay up).
 recordings: setup
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/mixed.yaml --record data/recordings/mixed-s1.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s3.yaml --record data/recordings/mixed-s3.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s2.yaml --record $(HELDOUT)
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-2.jsonl.xz
+	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-3.jsonl.xz
