@@ -81,6 +81,7 @@ class Fault:
         self.baseline: dict[str, list[StatusLine]] = {}
         self.marks: dict[str, SerialMark] = {}
         self.t_invoke: float | None = None
+        self.last_line: dict[str, tuple[int, float]] = {}  # guest -> (lines since, first seen)
 
     # -- targets -----------------------------------------------------------------------
     @property

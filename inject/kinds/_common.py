@@ -115,8 +115,17 @@ def run_state(fx: Fault, guest=None) -> str:
 
 
 def silent_for(fx: Fault, guest: str, seconds: float) -> float | None:
-    """Seconds the guest printed nothing since invoke, if at least ``seconds``."""
-    if fx.t_invoke is None or fx.since(guest):
+    """Seconds the guest has printed nothing (since invoke, or since the last line this
+    check saw appear after it), if at least ``seconds``. A line already on its way when
+    the fault was invoked (printed between the baseline mark and the invoke, or flushed
+    by the serial device just after) must not make a stopped guest look alive forever."""
+    if fx.t_invoke is None:
         return None
-    quiet = time.monotonic() - fx.t_invoke
+    now = time.monotonic()
+    count = len(fx.since(guest))
+    seen, since = fx.last_line.get(guest, (0, fx.t_invoke))
+    if count != seen:
+        fx.last_line[guest] = (count, now)
+        return None
+    quiet = now - since
     return round(quiet, 2) if quiet >= seconds else None

@@ -297,3 +297,27 @@ def test_cli_bad_input_is_one_line(args, message, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert list(tmp_path.glob("*.json")) == []                 # nothing applied
+
+
+def test_a_line_in_flight_at_invoke_does_not_hide_a_stopped_guest(monkeypatch):
+    """A status line printed between the baseline mark and the invoke (or flushed just
+    after) used to make `silent_for` fail for the whole window: a guest-suspend that
+    stopped the guest was recorded as ineffective. Silence now counts from that line."""
+    from types import SimpleNamespace
+
+    from vmroc.inject.kinds import _common as c
+
+    clock = [100.0]
+    monkeypatch.setattr(c.time, "monotonic", lambda: clock[0])
+    printed = [["in flight"]]
+    fx = SimpleNamespace(t_invoke=100.0, last_line={}, since=lambda g: printed[0])
+    assert c.silent_for(fx, "g3", 2.0) is None          # the line is seen at 100.0
+    clock[0] = 101.0
+    assert c.silent_for(fx, "g3", 2.0) is None          # quiet 1 s so far
+    clock[0] = 102.5
+    assert c.silent_for(fx, "g3", 2.0) == 2.5           # stopped: quiet since 100.0
+    printed[0] = ["in flight", "alive"]                  # a guest still printing
+    clock[0] = 103.0
+    assert c.silent_for(fx, "g3", 2.0) is None
+    clock[0] = 104.0
+    assert c.silent_for(fx, "g3", 2.0) is None          # 1 s since its last line
