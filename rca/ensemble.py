@@ -6,7 +6,8 @@
 
 Each member ranks the incident; a cause scores ``sum(weight / (k + rank))`` over the
 members (reciprocal-rank fusion, k = 1), so a cause two members put near the top beats
-one a single member loves. The evidence says where each member ranked the cause.
+one a single member loves. The evidence says where each member ranked the cause, and
+which features moved (from the first member that names them).
 
 A cause's score is its fused score over the most it could get (every member ranking it
 first): 1.0 is unanimity. Its evidence also keeps each member's own score. The
@@ -74,14 +75,20 @@ class Ensemble:
         scores: dict[str, float] = defaultdict(float)
         ranks: dict[str, dict[str, int]] = defaultdict(dict)
         own: dict[str, dict[str, float]] = defaultdict(dict)
+        features: dict[str, dict[str, float]] = {}
         for name, member in self.members.items():
             for rank, cause in enumerate(member.rank(anomalies), 1):
                 scores[cause.component] += self.weights_[name] / (self.k + rank)
                 ranks[cause.component][name] = rank
                 own[cause.component][name] = cause.score
+                said = cause.evidence.get("features") if isinstance(cause.evidence, dict) \
+                    else None
+                if said and cause.component not in features:
+                    features[cause.component] = said  # what moved, per the first who says
         if not scores:
             return []
         total = sum(self.weights_.values()) / (self.k + 1)
         ranked = sorted(scores, key=lambda c: (-scores[c], c))
         return [Cause(component=c, score=round(scores[c] / total, 4),
-                      evidence={"ranks": ranks[c], "scores": own[c]}) for c in ranked]
+                      evidence={"ranks": ranks[c], "scores": own[c],
+                                "features": features.get(c, {})}) for c in ranked]

@@ -245,6 +245,7 @@ def test_the_dashboard_in_a_real_browser(served):
         assert driver.find_elements(By.CSS_SELECTOR, "#plot svg rect.fault")
         top = driver.find_element(By.CSS_SELECTOR, "#causes tr.top").text
         assert "g3" in top and "disk" in top
+        assert "/s (" in top, top  # what moved, with its deviation, under the default ranker
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
         # the live timeline draws, and a write without the token is refused

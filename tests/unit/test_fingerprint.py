@@ -78,7 +78,9 @@ def test_the_ensemble_fuses_its_members_ranks():
             self.order = order
 
         def rank(self, anomalies):
-            return [Cause(component=c, score=1.0) for c in self.order]
+            return [Cause(component=c, score=1.0,
+                          evidence={"features": {f"{c}-feature": 3.0}} if c == "g2/disk"
+                          else None) for c in self.order]
 
     members = {"a": Fixed("g1/cpu", "g2/disk", "g3/memory"),
                "b": Fixed("g2/disk", "g1/cpu", "g3/memory"),
@@ -86,6 +88,9 @@ def test_the_ensemble_fuses_its_members_ranks():
     causes = Ensemble(members).fit().rank([anomaly("g2", 1.0)])
     assert [c.component for c in causes] == ["g2/disk", "g1/cpu", "g3/memory"]
     assert causes[0].evidence["ranks"] == {"a": 2, "b": 1, "c": 1}
+    # what moved, for the dashboard, comes from the members that say it
+    assert causes[0].evidence["features"] == {"g2/disk-feature": 3.0}
+    assert causes[1].evidence["features"] == {}
     heavy = Ensemble(members, weights={"a": 5.0}).fit().rank([anomaly("g2", 1.0)])
     assert heavy[0].component == "g1/cpu"  # a member's say counts
     with pytest.raises(RCAError, match="before fit"):
