@@ -9,9 +9,10 @@ Entry points::
     run_detector(servers, stop=event)                 # vmroc.samples -> vmroc.anomalies
 
 Models (``detect.models``, by name in ``MODEL_NAMES``): ``RobustZScore`` (default; names
-the features that moved), ``forest()`` (IsolationForest) and ``lof()`` (LocalOutlierFactor);
-each guest's threshold is calibrated from its baseline (``detect.calibrate``). Features (``detect.featurize``): counter rates over a
-short window and gauge levels. Root error: ``DetectError``.
+the features that moved), ``forest()`` (IsolationForest) and ``lof()``
+(LocalOutlierFactor); each guest's threshold is calibrated from its baseline
+(``detect.calibrate``). Features (``detect.featurize``): counter rates over a short
+window and gauge levels. Root error: ``DetectError``.
 """
 
 import importlib

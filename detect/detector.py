@@ -14,9 +14,9 @@ Normal keeps being learned: every ``refit_s`` of stream time outside an episode,
 model and its threshold are fitted again on the baseline plus the vectors judged
 normal in the last ``keep_s`` seconds, so a guest's slower rhythms (writeback bursts,
 periodic jobs) that twenty seconds never showed become normal once seen, while what
-was judged abnormal never enters. After that, ``confirm`` abnormal vectors in a row open an episode and raise one
-``Anomaly`` (``ts`` = when confirmed, ``onset`` = the first abnormal sample, the
-features that moved most); ``clear`` normal vectors in a row close it. A guest whose
+was judged abnormal never enters. After that, ``confirm`` abnormal vectors in a row
+open an episode and raise one ``Anomaly`` (``ts`` = when confirmed, ``onset`` = the
+first abnormal sample, the features that moved most); ``clear`` normal vectors in a row close it. A guest whose
 samples stop while other guests' samples go on (crashed, or its sampler marked it
 down) raises a ``liveness`` anomaly after ``silence_s`` of stream time.
 """

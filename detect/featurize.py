@@ -69,8 +69,8 @@ class Featurizer:
 
     def units(self) -> list[float]:
         """Per feature, the move one event makes (0: not counted so): one per window for
-        the rates of ordinary events (``COUNTED``), one task for the small task gauges. Detectors floor a
-        feature's scale with it (``models.scale_floor``), so that one TCP retransmission
+        the rates of ordinary events (``COUNTED``), one task for the small task gauges.
+        Detectors floor a feature's scale with it (``models.scale_floor``), so that one TCP retransmission
         after a quiet baseline is no alarm."""
         counted = {f"{name}/s" for name in COUNTED}
         return [1.0 / self.window_s if n in counted else 1.0 if n in SMALL_COUNTS else 0.0

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections import deque
 
 from vmroc.events import Anomaly, Incident
 
@@ -35,6 +37,8 @@ class Correlator:
         self.window_s, self.quiet_s = window_s, quiet_s
         self.open: list[Anomaly] = []
         self.now = 0.0
+        # how long the ranker took per closed incident (the last 10000: a live service)
+        self.ranking_ms: deque[float] = deque(maxlen=10_000)
 
     def add(self, anomaly: Anomaly) -> list[Incident]:
         """Take one anomaly; returns incidents it closed (possibly none)."""
@@ -61,7 +65,9 @@ class Correlator:
         anomalies, self.open = self.open, []
         first = min(_onset(a) for a in anomalies)
         guests = sorted({a.guest for a in anomalies})
+        t0 = time.perf_counter()
         causes = self.ranker.rank(anomalies)
+        self.ranking_ms.append((time.perf_counter() - t0) * 1000)
         abstained = bool(causes) and not credible(self.ranker, causes)
         digest = hashlib.sha1(f"{first}:{guests}".encode()).hexdigest()[:8]
         incident = Incident(id=f"inc-{int(first)}-{digest}", ts=max(a.ts for a in anomalies),

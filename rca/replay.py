@@ -40,6 +40,7 @@ class Run:
     samples: int = 0
     skipped: int = 0                         # lines that did not parse
     truncated: int | None = None             # a compressed stream cut after this line
+    ranking_ms: list[float] = field(default_factory=list)  # the ranker's time per incident
 
     @property
     def hours(self) -> float:
@@ -84,7 +85,7 @@ def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | N
                guests=sorted({s.guest for s in samples}),
                span=(samples[0].ts, samples[-1].ts) if samples else None,
                samples=len(samples), skipped=stats["skipped"],
-               truncated=stats.get("truncated"))
+               truncated=stats.get("truncated"), ranking_ms=list(corr.ranking_ms))
 
 
 def _slim(sample: Sample, keep: tuple[str, ...]) -> Sample:
