@@ -57,13 +57,51 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.values()
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v`` after any subcommand too (``vmroc inject list -v``).
+
+    argparse parses each subcommand into a fresh namespace and copies it over the
+    parent's, so a shared ``verbose`` would be reset at each level: every subparser
+    counts into its own hidden dest (absent unless given) and ``_merge_verbose`` adds
+    them up after parsing."""
+    seen: set[int] = set()
+    stack = list(_subparsers(parser))
+    while stack:
+        sub = stack.pop()
+        if id(sub) in seen:               # aliases share one parser
+            continue
+        seen.add(id(sub))
+        if "-v" not in sub._option_string_actions:
+            sub.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                             dest=f"{_VERBOSE_PREFIX}{len(seen)}",
+                             help="more logging (-vv for debug)")
+        stack.extend(_subparsers(sub))
+
+
+_VERBOSE_PREFIX = "_verbose_"
+
+
+def _merge_verbose(args: argparse.Namespace) -> None:
+    for key in [k for k in vars(args) if k.startswith(_VERBOSE_PREFIX)]:
+        args.verbose += getattr(args, key)
+        delattr(args, key)
 
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vmroc ... | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
+    _merge_verbose(args)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

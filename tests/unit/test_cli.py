@@ -36,3 +36,45 @@ def test_every_command_has_help(capsys):
             main([*path, "--help"])
         out = capsys.readouterr().out
         assert exit_.value.code == 0 and out.startswith("usage: vmroc " + " ".join(path)), path
+
+
+@pytest.mark.parametrize("argv, level", [
+    (["inject", "list"], 0),
+    (["-v", "inject", "list"], 1),
+    (["inject", "list", "-v"], 1),
+    (["inject", "list", "--verbose"], 1),
+    (["-v", "inject", "list", "-vv"], 3),
+    (["-v", "campaign", "-v", "plan", "x.yaml", "-v"], 3),
+])
+def test_verbose_is_accepted_after_a_subcommand(argv, level):
+    from vmroc.cli import _merge_verbose, build_parser
+    args = build_parser().parse_args(argv)
+    _merge_verbose(args)
+    assert args.verbose == level
+    assert not [k for k in vars(args) if k.startswith("_verbose")]
+
+
+def _command_parsers(parser, prefix=()):
+    """(path, parser) of every subcommand of the tree."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _command_parsers(sub, (*prefix, name))
+
+
+def test_every_command_accepts_verbose():
+    from vmroc.cli import build_parser
+    for path, parser in _command_parsers(build_parser()):
+        assert "-v" in parser._option_string_actions, path
+
+
+def test_verbose_after_a_subcommand_sets_the_log_level(monkeypatch):
+    import logging
+
+    from vmroc import cli
+    seen = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["vmroc.inject.cli"])
+    assert cli.main(["inject", "list", "-vv"]) == 0
+    assert seen["level"] == logging.DEBUG
