@@ -4,8 +4,8 @@ Each event class has ``schema`` (name), ``v`` (version), ``topic`` (where it is
 published) and ``key`` (the Kafka message key, e.g. the guest). On the wire an
 event is one JSON object: ``{"schema": "sample", "v": 1, ...fields}``.
 
-    data = encode(Sample(guest="g0", ts=time.time(), features={"tasks": 51},
-                         backend="mmap", consistent=True, seq=7))
+    data = encode(Sample(guest="g1", ts=time.time(), features={"tasks": 51},
+                         backend="accel", consistent=True, seq=7))
     event = decode("vmroc.samples", data)      # or decode("sample", data)
 
 ``decode`` raises ``SchemaError`` on bytes that are not JSON, an unknown schema,
@@ -75,7 +75,7 @@ class Sample(_Event):
     guest: str
     ts: float                                   # wall clock, seconds since the epoch
     features: dict[str, float]                  # feature name -> number (int or float)
-    backend: str                                # sampler backend, e.g. "mmap", "libvmi"
+    backend: str                                # accel, mmap, libvmi or volatility
     consistent: bool                            # the walk saw a consistent snapshot
     seq: int = 0                                # per-guest sequence number
     flags: list[str] = field(default_factory=list)   # why not consistent, truncations
@@ -97,7 +97,7 @@ class FaultEvent(_Event):
 
     fault_id: str
     kind: str                                   # kebab-case, e.g. "disk-eio"
-    level: str                                  # e.g. "hardware", "kernel", "network"
+    level: str                                  # cpu, memory, disk, network or cluster
     phase: Phase
     ts: float
     target: dict[str, Any] = field(default_factory=dict)
@@ -139,7 +139,7 @@ class Cause(_Event):
     v: ClassVar[int] = 1
     topic: ClassVar[str] = ""                   # only inside an Incident
 
-    component: str                              # e.g. "g0/disk/vda"
+    component: str                              # "<guest>/<part>", e.g. "g1/disk"
     score: float
     evidence: dict[str, Any] | str | None = None
 
