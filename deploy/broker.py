@@ -5,6 +5,9 @@
     broker.bootstrap                  # "127.0.0.1:9092"
     broker.stop(wipe=False)           # data survives unless wipe=True
 
+``embedded`` is how the rest of vmroc finds this broker without importing deploy: it is
+passed to ``vmroc.bus.bootstrap(start_broker=embedded)`` (or ``bus.use_broker``).
+
 Jars come from Maven Central through ``deploy/kafka/pom.xml`` and are cached under
 ``$VMROC_HOME/kafka/jars-<kafka version>-<pom hash>/``, shared by every broker on the
 machine. A broker's state directory holds ``server.properties``, ``broker.json`` (pid,
@@ -31,10 +34,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmroc import home
+from vmroc.bus import BusError
 from vmroc.errors import VmrocError
 from vmroc.proc import alive as pid_alive
 
-__all__ = ["Broker", "BrokerError", "BrokerStatus", "DEFAULT_PORT", "kafka_version"]
+__all__ = ["Broker", "BrokerError", "BrokerStatus", "DEFAULT_PORT", "embedded",
+           "kafka_version"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,21 @@ def kafka_version() -> str:
     if not match:
         raise BrokerError(f"{POM} has no <kafka.version> property")
     return match.group(1).strip()
+
+
+def embedded(start: bool = True) -> str:
+    """The bootstrap servers of the embedded broker (``vmroc.bus.bootstrap`` calls it).
+    If it is not running it is started when ``start`` is true and
+    ``VMROC_KAFKA_AUTOSTART`` is not ``0`` (as in the test suite); else ``BusError``."""
+    broker = Broker()
+    if broker.pid() is None:
+        if not start or os.environ.get("VMROC_KAFKA_AUTOSTART") == "0":
+            raise BusError("no Kafka broker: start one with `vmroc broker up` or point "
+                           "vmroc at a cluster with VMROC_KAFKA=host:port (in tests: use "
+                           "the `broker` fixture)")
+        log.warning("starting the embedded Kafka broker at %s", broker.bootstrap)
+        broker.start()
+    return broker.bootstrap
 
 
 class Broker:

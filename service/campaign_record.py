@@ -4,8 +4,8 @@
                                 "smoke.jsonl.xz", lab_name="default", progress=print)
     result.effective, info["recording"]["written"]
 
-What the run needs is started when it is not running already: the broker (through
-``vmroc.bus.bootstrap``), the lab, and a sampler of every guest at ``rate`` Hz
+What the run needs is started when it is not running already: the embedded broker
+(``vmroc.bus.bootstrap``), the lab, and a sampler of every guest at ``rate`` Hz
 publishing to ``vmroc.samples``. A recorder reads ``vmroc.samples`` and ``vmroc.faults``
 from the moment before the first sample and writes them to ``out`` (compressed when the
 name ends in ``.xz`` or ``.gz``), so ``vmroc replay`` and ``vmroc eval`` read the
@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from vmroc.bus import FAULTS, SAMPLES, Producer, bootstrap, ensure_topics
 from vmroc.deploy import Lab
+from vmroc.deploy.broker import embedded
 from vmroc.errors import VmrocError
 from vmroc.inject.campaign import Campaign, CampaignResult, run_campaign
 from vmroc.inject.ledger import Ledger
@@ -63,7 +64,7 @@ def run_recorded(campaign: Campaign, out: str | Path, *, lab_name: str | None = 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
-    servers = bootstrap()
+    servers = bootstrap(start_broker=embedded)
     ensure_topics(servers)
     name = lab_name or campaign.lab or "default"
     lab = Lab(name)
@@ -87,7 +88,7 @@ def run_recorded(campaign: Campaign, out: str | Path, *, lab_name: str | None = 
     sampler.start()
     say(f"sampling {', '.join(g.name for g in lab.guests)} at {rate:g} Hz; recording to {out}")
     own_ledger = ledger is None
-    ledger = ledger if ledger is not None else Ledger()
+    ledger = ledger if ledger is not None else Ledger(servers=servers)
     try:
         result = run_campaign(campaign, lab, ledger, progress=say, stop=stop)
         if not result.interrupted:

@@ -55,6 +55,7 @@ def cmd_demo(args) -> int:
 
     from vmroc.bus import Producer, bootstrap, ensure_topics
     from vmroc.deploy import Lab
+    from vmroc.deploy.broker import embedded
     from vmroc.errors import VmrocError
     from vmroc.home import subdir
     from vmroc.inject.campaign import Campaign, run_campaign
@@ -74,7 +75,7 @@ def cmd_demo(args) -> int:
     say = (lambda msg: print(f"vmroc demo: {msg}", file=sys.stderr, flush=True))
     campaign = Campaign.load(args.campaign or shipped_campaigns()["demo"])
     stop = stop_on_signals()
-    servers = bootstrap()
+    servers = bootstrap(start_broker=embedded)
     ensure_topics(servers)
     lab = Lab(args.lab)
     if not lab.is_up or not all(g.alive() for g in lab.guests):
@@ -109,7 +110,7 @@ def cmd_demo(args) -> int:
                                  + (f": {svc.status.error}" if svc.status.error else ""))
         if stop.is_set():
             return 130
-        ledger = Ledger()
+        ledger = Ledger(servers=servers)
         try:
             result = run_campaign(campaign, lab, ledger, progress=say, stop=stop)
         finally:

@@ -1,6 +1,6 @@
 """The bus: vmroc events over Apache Kafka (kafka-python), topics and the dead-letter queue.
 
-    servers = bootstrap()                       # VMROC_KAFKA, else the embedded broker
+    servers = bootstrap(start_broker=embedded)  # VMROC_KAFKA, else the embedded broker
     with Producer(servers) as out:              # acks=all, retries, flush on close
         out.send(sample)                        # topic and key come from the event
     with Consumer(SAMPLES, servers, group="detect") as inp:
@@ -8,8 +8,9 @@
 
 A message that does not decode is counted (``consumer.stats["dead"]``), logged with
 topic/partition/offset and copied to ``vmroc.dlq`` with the reason in its headers;
-the consumer goes on. ``vmroc.bus`` sits below the stages; the only upward reach is
-``bootstrap()`` lazily starting ``deploy.broker`` when no cluster is configured.
+the consumer goes on. ``vmroc.bus`` sits below the stages and imports none: the
+embedded broker (``vmroc.deploy.broker.embedded``) is passed in, to ``bootstrap()`` or
+once for the process with ``use_broker()`` (the ``vmroc`` command does).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from .errors import VmrocError
 from .events import SchemaError, _Event, decode_pack, encode, encode_pack
 
 __all__ = [
-    "bootstrap", "ensure_topics", "Producer", "Consumer", "Message", "DeadLetter",
-    "BusError", "SAMPLES", "FAULTS", "ANOMALIES", "INCIDENTS", "DLQ", "TOPICS",
+    "bootstrap", "use_broker", "ensure_topics", "describe_topics", "Producer", "Consumer",
+    "Message", "DeadLetter", "BusError", "SAMPLES", "FAULTS", "ANOMALIES", "INCIDENTS",
+    "DLQ", "TOPICS",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ DEFAULT_SAMPLES_PARTITIONS = 4
 # broker restart (kafka-python's default backoff grows to 30 s).
 _CLIENT = dict(reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000, retry_backoff_ms=100)
 _ensured: set[str] = set()
+# what bootstrap() calls when VMROC_KAFKA is unset and no start_broker is given
+_start_broker: Callable[[bool], str] | None = None
 # lz4 (a vmroc dependency) is cheap compression; plain if it is missing.
 _COMPRESSION = "lz4" if importlib.util.find_spec("lz4") else None
 
@@ -81,24 +85,29 @@ class DeadLetter:
     value: bytes | None
 
 
-def bootstrap(start: bool = True) -> str:
-    """Bootstrap servers: ``VMROC_KAFKA`` if set (never starts anything), else the
-    embedded broker, started if it is not running and ``start`` is true (and
-    ``VMROC_KAFKA_AUTOSTART`` is not ``0``, as in the test suite)."""
+def bootstrap(start: bool = True, *,
+              start_broker: Callable[[bool], str] | None = None) -> str:
+    """Bootstrap servers: ``VMROC_KAFKA`` if set (never starts anything), else
+    ``start_broker(start)``, which returns the servers of a broker this machine runs and
+    starts it first if it is down and ``start`` is true (``vmroc.deploy.broker.embedded``:
+    the embedded broker). Without ``start_broker``, the one given to ``use_broker()``."""
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if servers:
         return servers
-    from vmroc.deploy.broker import Broker      # lazy: deploy is above vmroc in the data flow
+    start_broker = start_broker or _start_broker
+    if start_broker is None:
+        raise BusError("no Kafka broker given: point vmroc at one with VMROC_KAFKA=host:port "
+                       "(`vmroc broker up` starts the embedded broker and prints its "
+                       "address), or pass start_broker=vmroc.deploy.broker.embedded")
+    return start_broker(start)
 
-    broker = Broker()
-    if broker.pid() is None:
-        if not start or os.environ.get("VMROC_KAFKA_AUTOSTART") == "0":
-            raise BusError("no Kafka broker: start one with `vmroc broker up` or point "
-                           "vmroc at a cluster with VMROC_KAFKA=host:port (in tests: use "
-                           "the `broker` fixture)")
-        log.warning("starting the embedded Kafka broker at %s", broker.bootstrap)
-        broker.start()
-    return broker.bootstrap
+
+def use_broker(start_broker: Callable[[bool], str] | None) -> None:
+    """Make ``start_broker`` what ``bootstrap()`` calls in this process when
+    ``VMROC_KAFKA`` is unset, also for the clients given no servers (``Producer``,
+    ``Consumer``, ``ensure_topics``, the fault ledger). None forgets it."""
+    global _start_broker
+    _start_broker = start_broker
 
 
 def samples_partitions() -> int:
@@ -142,6 +151,17 @@ def ensure_topics(servers: str | None = None, *, partitions: int | None = None,
         admin.close()
     _ensured.add(servers)
     return {t: max(n, existing.get(t, 0)) for t, n in wanted.items()}
+
+
+def describe_topics(servers: str, timeout: float = 10.0) -> dict[str, int]:
+    """Partitions of each vmroc topic on ``servers``, creating none (a missing topic is
+    left out)."""
+    admin = _connect("admin", servers, timeout)
+    try:
+        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()
+                if t["name"] in TOPICS and not t["error_code"]}
+    finally:
+        admin.close()
 
 
 class Producer:

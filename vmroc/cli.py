@@ -18,6 +18,8 @@ from .errors import VmrocError
 # Modules that add subcommands, in the order `vmroc --help` lists them.
 COMMAND_MODULES = [
     "vmroc.deploy.cli",
+    "vmroc.deploy.doctor",
+    "vmroc.deploy.broker_cli",
     "vmroc.bus_cli",
     "vmroc.introspect.cli",
     "vmroc.introspect.sample_cli",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from vmroc.deploy.broker import Broker, BrokerError
+from vmroc.deploy.broker import Broker, BrokerError, embedded
 from tests.fixtures_broker import free_ports
 from vmroc import bus
 from vmroc.events import Anomaly, Cause, FaultEvent, Incident, Sample, decode, encode
@@ -340,10 +340,14 @@ def test_unreachable_broker_is_one_line():
 
 def test_bootstrap_uses_the_session_broker_and_never_starts_one(broker, monkeypatch, tmp_path):
     assert bus.bootstrap() == broker.bootstrap                   # VMROC_KAFKA from the fixture
+    assert bus.bootstrap(start_broker=embedded) == broker.bootstrap
     monkeypatch.delenv("VMROC_KAFKA")
     monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    monkeypatch.setattr(bus, "_start_broker", None)              # as a library, not `vmroc`
+    with pytest.raises(bus.BusError, match="VMROC_KAFKA.*start_broker"):
+        bus.bootstrap()                                          # no broker passed in
     with pytest.raises(bus.BusError, match="vmroc broker up.*VMROC_KAFKA"):
-        bus.bootstrap()                                          # VMROC_KAFKA_AUTOSTART=0
+        bus.bootstrap(start_broker=embedded)                     # VMROC_KAFKA_AUTOSTART=0
     assert not Broker().status().running
 
 

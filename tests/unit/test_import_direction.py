@@ -2,8 +2,9 @@
 
     vmroc (core) <- deploy <- introspect, inject <- detect <- rca <- service
 
-and inject never reaches detect/rca/service, nor rca/detect into inject. The few known
-reaches upward are listed with their reasons (``ALLOWED``); the list only shrinks."""
+and inject never reaches detect/rca/service, nor rca/detect into inject. The one reach
+upward is the command line gathering every stage's commands (``ALLOWED``); what a lower
+stage needs from a higher one is passed in (``bus.bootstrap(start_broker=...)``)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,7 @@ LEVEL = {"vmroc": 0, "deploy": 1, "introspect": 2, "inject": 2, "detect": 3, "rc
 # (mem-bitflip finds a process's pages), introspect never needs a fault
 FORBIDDEN = {("introspect", "inject"), ("detect", "inject"), ("rca", "inject")}
 ALLOWED = {
-    ("vmroc/bus.py", "deploy"),      # bootstrap() starts the embedded broker when none runs
     ("vmroc/cli.py", "*"),           # the command line gathers every stage's commands
-    ("vmroc/bus_cli.py", "deploy"),  # `vmroc broker up|down` drives deploy.broker
 }
 
 
