@@ -39,8 +39,9 @@ Composed entries expand into ``Step``s that carry their ``group`` / ``cascade`` 
 is validated against the registry and the lab before the first one is applied, so a
 bad file applies nothing. Faults run at their times, overlapping ones at once (each in
 its thread, through ``runner.prepare``/``AppliedFault``); two that would fight over
-one mechanism (the same kind on a shared guest, two blkdebug kinds on one disk, two
-bridge-downs) are refused at load time. Before a step starts, earlier faults touching
+one mechanism (the same kind, or two kinds declaring one ``shared_mechanism`` such as
+blkdebug, on a shared guest; two of a ``lab_wide`` kind such as bridge-down) are refused
+at load time. Before a step starts, earlier faults touching
 its guests (other than those of its own group or cascade) must be reverted and
 recovered; that wait is bounded (``SETTLE_MAX_S``) and shifts the rest of the
 schedule. Every ledger entry carries the campaign id (the composition ids are in the
@@ -65,7 +66,7 @@ from vmroc.home import subdir
 
 from .errors import InjectError, SpecError
 from .ledger import Ledger
-from .registry import get_kind, resolve_params
+from .registry import all_kinds, get_kind, resolve_params
 from .runner import AppliedFault, Interrupted, prepare, raising_signals
 from .spec import FaultSpec, Target, parse_duration
 
@@ -80,12 +81,21 @@ CASCADE_KEYS = ("at", "id", "steps")
 FLIP_FLOP_KEYS = ("at", "id", "kind", "guest", "guests", "params", "addr", "device",
                   "on", "off", "times")
 COMPOSED = ("group", "cascade", "flip-flop")
-MECHANISM = {"disk-eio": "blkdebug", "disk-hang": "blkdebug"}  # kinds sharing one mechanism
-LAB_WIDE = {"bridge-down"}  # kinds that touch every guest at once
 SETTLE_MAX_S = 60.0  # longest wait for earlier faults on the same guests to recover
 POLL = 0.1
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Progress = Callable[[str], None]
+
+
+def __getattr__(name: str) -> Any:
+    """``LAB_WIDE`` (names of lab-wide kinds) and ``MECHANISM`` (kind name -> its shared
+    mechanism): views of the registry for inject/generate.py, which still reads these
+    names; the declarations are ``Kind.lab_wide`` and ``Kind.shared_mechanism``."""
+    if name == "LAB_WIDE":
+        return frozenset(k.name for k in all_kinds() if k.lab_wide)
+    if name == "MECHANISM":
+        return {k.name: k.shared_mechanism for k in all_kinds() if k.shared_mechanism}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -213,9 +223,10 @@ class Campaign:
                 if not (a0 < b1 and b0 < a1):
                     continue
                 ka, kb = a.spec.kind, b.spec.kind
-                lab_wide = ka in LAB_WIDE and ka == kb
+                kind_a, kind_b = get_kind(ka), get_kind(kb)
+                lab_wide = kind_a.lab_wide and ka == kb
                 shared = set(a.spec.guests) & set(b.spec.guests)
-                same = MECHANISM.get(ka, ka) == MECHANISM.get(kb, kb)
+                same = kind_a.conflict_key == kind_b.conflict_key
                 if lab_wide or (shared and same):
                     raise SpecError(
                         f"campaign {self.source}: {a.entry} ({ka} at {a.at:g}s) and "
@@ -696,7 +707,8 @@ def _due(run: StepRun, previous: StepRun | None, offset: float, now: float) -> s
 
 def _touches(step: Step, lab_guests: list[str]) -> set[str]:
     """Guests a step targets (every guest for a lab-wide kind)."""
-    if step.spec.kind in LAB_WIDE or get_kind(step.spec.kind).affected is not None:
+    kind = get_kind(step.spec.kind)
+    if kind.lab_wide or kind.affected is not None:
         return set(lab_guests) | set(step.spec.guests)
     return set(step.spec.guests)
 

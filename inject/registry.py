@@ -1,8 +1,12 @@
 """The kind registry: every fault kind as data.
 
 A ``Kind`` holds its name (kebab-case), level (cpu, memory, disk, network, cluster),
-typed parameters with defaults and validation, the effect it expects, a description
-of its mechanism, and the functions that apply it::
+the part of a guest it breaks (``part``: what RCA's truth is; by default the level's
+part, declared by every cluster kind), typed parameters with defaults and validation,
+the effect it expects, a description of its mechanism, the mechanism it shares with
+other kinds (``shared_mechanism``, e.g. "blkdebug": two faults using one may not
+overlap on a guest), whether it is ``lab_wide`` (breaks the whole lab: two may not
+overlap anywhere), and the functions that apply it::
 
     setup(fault)      reach a known-good state (heal leftovers of the same fault kind)
     invoke(fault)     break the guest; record what to undo in ``fault.state``
@@ -10,7 +14,9 @@ of its mechanism, and the functions that apply it::
     teardown(fault)   undo, from ``fault.state`` alone (works in `vmroc inject heal`)
 
 Kinds register themselves with ``@register`` on a class carrying those attributes;
-``KINDS`` maps names to ``Kind``. ``vmroc inject list`` and docs/inject.md come from it.
+``KINDS`` maps names to ``Kind``. ``vmroc inject list`` and docs/inject.md's kind
+table (``vmroc inject list --markdown``) come from it; every ledger event carries its
+kind's part.
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ from .errors import SpecError
 if TYPE_CHECKING:  # pragma: no cover
     from .fault import Fault
 
-__all__ = ["Param", "Kind", "KINDS", "LEVELS", "register", "get_kind", "resolve_params"]
+__all__ = ["Param", "Kind", "KINDS", "LEVELS", "PARTS", "register", "get_kind",
+           "all_kinds", "resolve_params"]
 
 LEVELS = ("cpu", "memory", "disk", "network", "cluster")
+PARTS = ("cpu", "memory", "disk", "network", "guest")   # what a fault breaks (rca's parts)
+# a kind's part unless it declares one; a cluster kind always declares its own
+LEVEL_PARTS = {"cpu": "cpu", "memory": "memory", "disk": "disk", "network": "network"}
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -108,6 +118,7 @@ class Kind:
 
     name: str
     level: str
+    part: str                                        # what it breaks, one of PARTS
     effect: str
     mechanism: str
     params: tuple[Param, ...]
@@ -122,6 +133,8 @@ class Kind:
     window: float = 6.0                              # seconds to wait for the effect
     recover_timeout: float = 40.0                    # seconds to wait for recovery
     instant: bool = False                            # applied once; nothing held
+    shared_mechanism: str | None = None              # shared with other kinds, e.g. blkdebug
+    lab_wide: bool = False                           # breaks the whole lab at once
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> Param:
@@ -131,9 +144,17 @@ class Kind:
         raise SpecError(f"{self.name}: unknown parameter {name!r}; parameters are "
                         f"{', '.join(p.name for p in self.params) or '(none)'}", kind=self.name)
 
+    @property
+    def conflict_key(self) -> str:
+        """Two overlapping faults on one guest conflict when this is the same for both:
+        the shared mechanism, or else the kind itself."""
+        return self.shared_mechanism or self.name
+
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.name, "level": self.level, "effect": self.effect,
-                "mechanism": self.mechanism, "params": [p.describe() for p in self.params],
+        return {"kind": self.name, "level": self.level, "part": self.part,
+                "effect": self.effect, "mechanism": self.mechanism,
+                "shared_mechanism": self.shared_mechanism, "lab_wide": self.lab_wide,
+                "params": [p.describe() for p in self.params],
                 "guests": {"min": self.guests[0], "max": self.guests[1]},
                 "destructive": self.destructive, "instant": self.instant}
 
@@ -146,14 +167,22 @@ def register(cls: type) -> type:
     def fn(name: str, default=None):
         f = getattr(cls, name, None)
         return f if f is not None else default
+    part = getattr(cls, "part", None) or LEVEL_PARTS.get(cls.level)
+    if part is None:
+        raise ValueError(f"kind {cls.name}: level {cls.level} has no default part; declare "
+                         f"`part = ...` (one of {PARTS})")
+    if part not in PARTS:
+        raise ValueError(f"kind {cls.name}: part {part!r} not in {PARTS}")
     kind = Kind(
-        name=cls.name, level=cls.level, effect=cls.effect, mechanism=cls.mechanism,
+        name=cls.name, level=cls.level, part=part, effect=cls.effect, mechanism=cls.mechanism,
         params=tuple(getattr(cls, "params", ())), invoke=fn("invoke"),
         teardown=fn("teardown"), verify=fn("verify"), setup=fn("setup", _nothing),
         check=fn("check", _nothing), affected=fn("affected"),
         guests=getattr(cls, "guests", (1, 1)), destructive=getattr(cls, "destructive", False),
         window=getattr(cls, "window", 6.0), recover_timeout=getattr(cls, "recover_timeout", 40.0),
-        instant=getattr(cls, "instant", False))
+        instant=getattr(cls, "instant", False),
+        shared_mechanism=getattr(cls, "shared_mechanism", None),
+        lab_wide=getattr(cls, "lab_wide", False))
     if kind.level not in LEVELS:
         raise ValueError(f"kind {kind.name}: level {kind.level!r} not in {LEVELS}")
     if kind.name in KINDS:

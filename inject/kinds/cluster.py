@@ -21,6 +21,7 @@ def _all(fx: Fault) -> list[str]:
 class GuestSuspend:
     name = "guest-suspend"
     level = "cluster"
+    part = "guest"
     params = ()
     effect = "QMP run state is paused and the guest prints no status line"
     mechanism = "QMP `stop`; `cont` to heal"
@@ -46,6 +47,7 @@ class GuestSuspend:
 class GuestCrash:
     name = "guest-crash"
     level = "cluster"
+    part = "guest"
     params = ()
     effect = "the guest's QEMU process is gone (it is relaunched on recovery)"
     mechanism = "SIGKILL to the guest's QEMU process; `Guest.launch()` to heal"
@@ -78,6 +80,7 @@ class GuestCrash:
 class GuestReboot:
     name = "guest-reboot"
     level = "cluster"
+    part = "guest"
     params = ()
     effect = "the guest boots again: a status line with a smaller uptime"
     mechanism = "QMP `system_reset` (the QEMU process stays)"
@@ -108,6 +111,7 @@ class GuestReboot:
 class NetPartition:
     name = "net-partition"
     level = "cluster"
+    part = "network"  # what breaks is the network between guests
     params = ()
     guests = (1, None)
     effect = ("HTTP requests across the cut fail: http_err rises on a guest whose peer "
@@ -149,6 +153,8 @@ class NetPartition:
 class BridgeDown:
     name = "bridge-down"
     level = "cluster"
+    part = "network"
+    lab_wide = True
     params = ()
     guests = (0, None)
     effect = "the bridge is gone and HTTP requests between guests fail (http_err rises)"

@@ -65,6 +65,7 @@ def _io_errors(fx: Fault) -> dict | None:
 class DiskEio:
     name = "disk-eio"
     level = "disk"
+    shared_mechanism = "blkdebug"  # one blkdebug node per guest disk
     params = (Param("iotype", str, "both", "which requests fail",
                     choices=("read", "write", "both")),
               Param("sector", int, None, "first failing sector (default: every request)",
@@ -123,6 +124,7 @@ class DiskEio:
 class DiskHang:
     name = "disk-hang"
     level = "disk"
+    shared_mechanism = "blkdebug"  # one blkdebug node per guest disk
     params = (Param("iotype", str, "both", "which requests are held",
                     choices=("read", "write", "both")),)
     effect = "a request stays in flight (vda_inflight >= 1) and disk_ok stops advancing"

@@ -73,6 +73,8 @@ BAD = {
                        "  - {kind: disk-hang, guest: g2, at: 5s}\n",
                        r"faults\[0\] \(disk-eio at 0s\) and faults\[1\] \(disk-hang at 5s\) "
                        "overlap on g2"),
+    "lab-wide twice": ("faults:\n  - {kind: bridge-down, duration: 20s}\n"
+                       "  - {kind: bridge-down, at: 10s}\n", "overlap on the lab"),
     "same kind overlapping": ("faults:\n  - {kind: net-drop, guests: [g2, g3], duration: 20s}\n"
                               "  - {kind: net-drop, guest: g3, at: 10s}\n",
                               "overlap on g3"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vmroc.inject import SpecError
-from vmroc.inject.campaign import LAB_WIDE, Campaign
+from vmroc.inject.campaign import Campaign
 from vmroc.inject.generate import PROFILES, generate
 from vmroc.inject.registry import all_kinds, get_kind, resolve_params
 
@@ -65,7 +65,7 @@ def test_every_kind_at_least_once_and_the_file_validates(tmp_path, n, seed):
         assert 8 <= s.spec.duration <= 15 or s.flip_flop
         assert set(s.spec.guests) <= {"g1", "g2", "g3"}
         if s.composed and s.composed[0] != "flip-flop":
-            assert s.spec.kind not in LAB_WIDE and PROFILES[s.spec.kind].compose
+            assert not get_kind(s.spec.kind).lab_wide and PROFILES[s.spec.kind].compose
 
 
 @pytest.mark.parametrize("kinds,guests", [("all", 2), ("all", 5), ("bridge-down", 3),
@@ -96,7 +96,7 @@ def test_profiles_draw_valid_parameters():
         for seed in range(30):
             params = profile.params(random.Random(seed))
             resolve_params(kind, params)  # in range, right type, known names
-        assert not (profile.compose and name in LAB_WIDE)
+        assert not (profile.compose and kind.lab_wide)
 
 
 def test_the_shipped_mixed_campaign_is_the_generators_output():

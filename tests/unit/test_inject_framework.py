@@ -74,6 +74,31 @@ def test_registry_has_twenty_kinds_over_five_levels():
         assert get_kind(name).name == name
 
 
+def test_a_kind_declares_its_part_shared_mechanism_and_reach():
+    parts = {k.name: k.part for k in all_kinds()}
+    assert parts["disk-eio"] == "disk" and parts["cpu-nmi"] == "cpu"  # the level's part
+    assert parts["guest-crash"] == "guest" and parts["net-partition"] == "network"
+    blkdebug = {k.name for k in all_kinds() if k.shared_mechanism == "blkdebug"}
+    assert blkdebug == {"disk-eio", "disk-hang"}
+    assert get_kind("disk-eio").conflict_key == get_kind("disk-hang").conflict_key
+    assert get_kind("net-drop").conflict_key == "net-drop"
+    assert {k.name for k in all_kinds() if k.lab_wide} == {"bridge-down"}
+    d = get_kind("bridge-down").describe()
+    assert (d["part"], d["shared_mechanism"], d["lab_wide"]) == ("network", None, True)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"level": "cluster"}, "level cluster has no default part; declare `part = ...`"),
+    ({"level": "cpu", "part": "kernel"}, "part 'kernel' not in"),
+])
+def test_a_kind_without_a_known_part_is_refused(attrs, message):
+    cls = type("Bad", (), {"name": "test-bad-part", "effect": "-", "mechanism": "-",
+                           "invoke": None, "teardown": None, "verify": None, **attrs})
+    with pytest.raises(ValueError, match=message):
+        register(cls)
+    assert "test-bad-part" not in KINDS
+
+
 def test_params_are_typed_and_checked():
     k = get_kind("disk-eio")
     assert resolve_params(k, {"sector": "0x10", "iotype": "read"})["sector"] == 16
