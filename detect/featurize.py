@@ -15,44 +15,38 @@ import math
 from collections import deque
 
 from vmroc.events import Sample
+from vmroc.introspect import catalog
 from vmroc.introspect.logparts import LOG_PARTS, part_of
 
-# Counters that only grow: the detector sees their rate per second of wall clock.
-# jiffies and uptime_s stop growing when the guest is paused: a rate of 0 is loud.
-RATES = (
-    "jiffies", "uptime_s",
-    "cpu_user_s", "cpu_system_s", "cpu_idle_s", "cpu_iowait_s", "cpu_softirq_s", "cpu_steal_s",
-    "rq_nr_switches", "tasks_utime_s", "tasks_stime_s",
-    "vm_pgfault", "vm_pgmajfault", "vm_pgscan_kswapd", "vm_pgscan_direct", "vm_oom_kill",
-    "vda_rd", "vda_wr", "vda_rsec", "vda_wsec", "vda_ioms",
-    "eth0_rxp", "eth0_txp", "eth0_rxb", "eth0_txb",
-    "eth0_rxdrop", "eth0_txdrop", "eth0_rxerr", "eth0_txerr",
-    "tcp_retrans", "tcp_timeouts", "tcp_lost_retrans", "tcp_outrsts", "tcp_inerrs",
+# What each feature is comes from introspect.catalog; the vector is the watched features:
+# counters (their rate per second of wall clock; jiffies and uptime_s stop growing when
+# the guest is paused: a rate of 0 is loud), then per-sample counts of new events
+# (kernel log lines; summed over the window, per second, so one error line stays
+# visible for a window), then new kernel lines by the part they name
+# (introspect.logparts), then gauges (their level is the feature; not the load
+# averages: they drift for minutes after any change, so a short baseline cannot say
+# what is normal for them). Each section in the catalog's order.
+_WATCHED = catalog.watched()
+_SECTIONS = (
+    [f for f in _WATCHED if f.kind == catalog.COUNTER and f.sampled],
+    [f for f in _WATCHED if f.kind == catalog.EVENT and f.sampled],
+    [f for f in _WATCHED if f.kind == catalog.EVENT and f.group == "logparts"],
+    [f for f in _WATCHED if f.kind == catalog.GAUGE and f.sampled],
 )
-# Per-sample counts of new events (kernel log lines; log_errors: level err or worse):
-# summed over the window, per second, so one error line stays visible for a window.
-EVENTS = ("log_errors", "log_lines")
-# New kernel log lines by the part they name (introspect.logparts), counted like EVENTS.
-LOG_EVENTS = tuple(f"log_{part}" for part in LOG_PARTS)
-# Gauges: their level is the feature. (Not the load averages: they drift for minutes
-# after any change, so a short baseline cannot say what is normal for them.)
-LEVELS = (
-    "tasks", "tasks_running", "tasks_blocked", "tasks_zombie", "memfree_kb",
-    "rq_nr_running", "rq_nr_iowait",
-)
-FEATURES = tuple(f"{name}/s" for name in RATES + EVENTS + LOG_EVENTS) + LEVELS
-# Counts of ordinary activity (packets, I/Os, page faults, retransmissions, any kernel
-# line; running, blocked and zombie tasks): Poisson-like, where one event is the smallest
-# move and comes now and then in a healthy guest. Not the clocks and CPU seconds (they
-# tick steadily), the task total and free memory, nor the counts of errors (timeouts,
-# resets, drops, OOM kills, error lines): a healthy guest has none, so one is evidence.
-ERRORS = ("vm_oom_kill", "eth0_rxdrop", "eth0_txdrop", "eth0_rxerr", "eth0_txerr",
-          "tcp_timeouts", "tcp_lost_retrans", "tcp_outrsts", "tcp_inerrs", "log_errors",
-          *LOG_EVENTS)
-COUNTED = tuple(n for n in RATES + EVENTS
-                if n != "jiffies" and not n.endswith("_s") and n not in ERRORS)
-SMALL_COUNTS = ("tasks_running", "tasks_blocked", "tasks_zombie", "rq_nr_running",
-                "rq_nr_iowait")
+_UNPLACED = [f.name for f in _WATCHED if not any(f in s for s in _SECTIONS)]
+if _UNPLACED:  # a watched feature the vector would leave out: say so, never drop it
+    raise RuntimeError(f"introspect/catalog.py watches {_UNPLACED}, which the featurizer "
+                       "cannot compute (a derived feature it does not know)")
+RATES, EVENTS, LOG_EVENTS, LEVELS = (tuple(f.name for f in s) for s in _SECTIONS)
+FEATURES = tuple(f.detector_name for s in _SECTIONS for f in s)
+_LOG_INDEX = tuple(LOG_PARTS.index(f.part) for f in _SECTIONS[2])
+# How the detector weighs a move of one (catalog.COUNTS): counts of ordinary activity
+# (packets, I/Os, page faults, retransmissions, any kernel line) are Poisson-like, one
+# event the smallest move; a healthy guest has no errors (timeouts, resets, drops, OOM
+# kills, error lines), so one is evidence; the small task gauges move by one task.
+ERRORS = tuple(f.name for s in _SECTIONS[:3] for f in s if f.count == catalog.ERROR)
+COUNTED = tuple(f.name for s in _SECTIONS[:2] for f in s if f.count == catalog.POISSON)
+SMALL_COUNTS = tuple(f.name for f in _SECTIONS[3] if f.count == catalog.SMALL)
 MIN_DT = 0.02  # samples closer than this carry no rate information
 
 
@@ -96,7 +90,7 @@ class Featurizer:
         f, p = sample.features, ref.features
         out = [max(f.get(n, 0.0) - p.get(n, 0.0), 0.0) / dt for n in RATES]
         out += [sum(s.features.get(n, 0.0) for s in list(recent)[1:]) / dt for n in EVENTS]
-        out += [sum(c[i] for c in list(self.logs)[1:]) / dt for i in range(len(LOG_PARTS))]
+        out += [sum(c[i] for c in list(self.logs)[1:]) / dt for i in _LOG_INDEX]
         out += [float(f.get(n, 0.0)) for n in LEVELS]
         return [x if math.isfinite(x) else 0.0 for x in out]
 

@@ -8,18 +8,9 @@ which is what a ranked cause is scored against.
 
 from __future__ import annotations
 
-PARTS = ("cpu", "memory", "disk", "network", "guest")
+from vmroc.introspect import catalog
 
-# feature name (without "/s") -> part; checked by prefix, first match wins
-_FEATURE_PARTS = (
-    (("log_cpu",), "cpu"), (("log_memory",), "memory"), (("log_disk",), "disk"),
-    (("log_network",), "network"),
-    (("jiffies", "uptime_s", "samples", "log_errors"), "guest"),
-    (("vda_", "cpu_iowait_s", "rq_nr_iowait", "tasks_blocked"), "disk"),
-    (("eth0_", "tcp_"), "network"),
-    (("memfree_kb", "vm_"), "memory"),
-    (("cpu_", "rq_", "tasks", "top"), "cpu"),
-)
+PARTS = catalog.PARTS  # declared with the features (introspect/catalog.py)
 
 # fault kind -> part it breaks (cluster kinds that cut the network are network faults)
 _FAULT_PARTS = {"guest-suspend": "guest", "guest-crash": "guest", "guest-reboot": "guest",
@@ -29,12 +20,10 @@ _LEVEL_PARTS = {"cpu": "cpu", "memory": "memory", "disk": "disk", "network": "ne
 
 
 def feature_part(feature: str) -> str:
-    """The part a detector feature measures (``other`` if none)."""
-    name = feature.removesuffix("/s")
-    for prefixes, part in _FEATURE_PARTS:
-        if name.startswith(prefixes):
-            return part
-    return "other"
+    """The part a detector or sample feature measures, as ``introspect.catalog``
+    declares it (``other`` if it declares none, or does not know the name)."""
+    declared = catalog.lookup(feature)
+    return declared.part if declared is not None and declared.part else "other"
 
 
 def fault_part(kind: str, level: str) -> str:
