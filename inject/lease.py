@@ -5,7 +5,7 @@ typed parameters, the kind's undo ``state`` (rewritten after every change) and t
 owner process (pid + start time, so a reused pid is not mistaken for the owner). It is
 removed only after teardown succeeded. ``heal()`` runs the kind's teardown for every
 lease whose owner is gone (or every lease with ``all=True``) and records the recovery
-in the ledger.
+in the ledger (``recovery.heal_lease``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from vmroc.home import subdir
 from vmroc.proc import start_time as _start_time
 
 from .errors import InjectError, LedgerError
+from .recovery import heal_lease
 
 __all__ = ["Lease", "leases", "heal", "lease_dir"]
 
@@ -95,7 +96,6 @@ def heal(*, lab: str | None = None, all: bool = False, ledger=None,
          progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Revert every fault whose injector is gone (``all``: every fault); returns what
     was done, one dict per lease (fault id, kind, guests, healed, error)."""
-    from .runner import heal_lease
     say = progress or (lambda msg: log.info("%s", msg))
     done = []
     for lease in leases(directory):
