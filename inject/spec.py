@@ -6,7 +6,7 @@ JSON and YAML.
     FaultSpec.from_yaml("kind: net-drop\\ntarget: {guests: [g2]}\\nparams: {loss: 30}")
 
 The spec says *what* to break; ``inject.registry`` knows *how*. Parameter values are
-validated and typed by the kind (``registry.resolve``), not here.
+validated and typed by the kind (``registry.resolve_params``), not here.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
     causes = ranker.fit(history).rank(anomalies)                   # best first
 
 The evidence is the anomalies' deviations (how far each feature is from normal, on a
-log scale so one extreme feature does not outvote several), summed per component (``rca.components``: a guest's cpu, memory, disk, network, or the
-guest as a whole). Two causal rules order them:
+log scale so one extreme feature does not outvote several), summed per component
+(``rca.components``: a guest's cpu, memory, disk, network, or the guest as a whole).
+Three causal rules order them:
 
 - *precedence*: a cause precedes its effects, so evidence that appears later than the
   incident's first anomaly counts less (half for every ``half_life_s`` of delay);
