@@ -4,8 +4,9 @@ Tree::
 
     VmrocError
      +-- LabError          the lab as a whole: namespace, memory, state
-          +-- ImageError   building or finding a guest image
-          +-- GuestError   one guest: unknown name, dead, QMP failure
+     |    +-- ImageError   building or finding a guest image
+     |    +-- GuestError   one guest: unknown name, dead, QMP failure
+     +-- BrokerError       the embedded Kafka broker (in ``deploy.broker``)
 """
 
 from vmroc.errors import VmrocError

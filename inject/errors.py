@@ -9,7 +9,7 @@ Tree::
           +-- TargetError       unknown or dead guest, address outside guest RAM,
           |                     address outside the lab subnet (nothing was applied)
           +-- ApplyError        a mechanism failed while applying (already torn down)
-          +-- TeardownError     reverting failed; the lease is kept for `vmroc inject heal`
+          |    +-- TeardownError  reverting failed; the lease is kept for `vmroc inject heal`
           +-- FaultStateError   a lifecycle method called in the wrong state
           +-- LedgerError       the local ledger file cannot be written
 

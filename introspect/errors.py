@@ -8,7 +8,11 @@ Tree::
           +-- KallsymsError         kallsyms tables not found or inconsistent
           +-- BTFError              malformed .BTF data (names the type id / offset)
           +-- SymbolLookupError     unknown symbol, type or member in a built table
-          +-- (MemoryReadError ...) reserved for the samplers (layer + address)
+          +-- layers.AddressError   unmapped or outside guest RAM (names layer and address)
+          +-- kernel.KernelMismatchError  the symbols are for another kernel
+          +-- kernel.NotAGuestError       no Linux kernel found in the RAM file
+          +-- sampler.GuestDownError      the guest's QEMU is gone
+          +-- sampler.KernelChangedError  the guest runs another kernel now
 """
 
 from vmroc.errors import VmrocError

@@ -3,10 +3,13 @@
 Tree::
 
     VmrocError
+     +-- bus.BusError           Kafka not reachable, a topic missing, a send not acknowledged
+     +-- events.SchemaError     bytes or fields that are not a valid event
+     +-- recordings.RecordingError  a recording that cannot be read
      +-- deploy.LabError        guests, images, network namespace
      |    +-- deploy.ImageError
      |    +-- deploy.GuestError  unknown / dead guest, QMP failures
-     +-- deploy.BrokerError     embedded Kafka broker
+     +-- deploy.broker.BrokerError  embedded Kafka broker
      +-- ...                    one root per stage (InjectError, IntrospectError, ...)
 
 The CLI catches ``VmrocError`` only and prints ``Type: message`` on one line.
