@@ -28,7 +28,8 @@ from typing import Any
 from vmroc.events import FaultEvent, SchemaError, decode, encode
 from vmroc.home import subdir
 
-from .errors import LedgerError
+from .errors import LedgerError, SpecError
+from .registry import get_kind
 
 __all__ = ["Ledger", "default_path"]
 
@@ -182,12 +183,21 @@ class Ledger:
 
 
 def event(fault_id: str, kind: str, level: str, phase: str, target: dict, params: dict,
-          evidence: Any = None, ts: float | None = None,
-          campaign: str | None = None) -> FaultEvent:
-    """A ``FaultEvent`` with JSON-clean params and evidence."""
+          evidence: Any = None, ts: float | None = None, campaign: str | None = None,
+          part: str | None = None) -> FaultEvent:
+    """A ``FaultEvent`` with JSON-clean params and evidence; ``part`` (what the fault
+    breaks) defaults to the registered kind's."""
     return FaultEvent(fault_id=fault_id, kind=kind, level=level, phase=phase,
                       ts=time.time() if ts is None else ts, target=_clean(target),
-                      params=_clean(params), evidence=_clean(evidence), campaign=campaign)
+                      params=_clean(params), evidence=_clean(evidence), campaign=campaign,
+                      part=part if part is not None else _part(kind))
+
+
+def _part(kind: str) -> str | None:
+    try:
+        return get_kind(kind).part
+    except SpecError:  # not a registered kind (an event made by hand): no part
+        return None
 
 
 def _clean(value: Any) -> Any:

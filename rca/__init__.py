@@ -30,15 +30,14 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 DEFAULT_RANKER = "ensemble"
 
 # scikit-learn takes ~0.5 s to import: load the rankers on first use.
-_LAZY = {"PARTS": "components", "component": "components", "fault_part": "components",
-         "feature_part": "components", "Correlator": "incidents", "CausalRanker": "ranker",
-         "BASELINES": "rankers", "RANKERS": "rankers", "make_ranker": "rankers",
+_LAZY = {"PARTS": "components", "component": "components", "feature_part": "components",
+         "Correlator": "incidents", "CausalRanker": "ranker", "BASELINES": "rankers", "RANKERS": "rankers", "make_ranker": "rankers",
          "format_faults": "scorecard", "scorecard": "scorecard", "TABLE_RANKERS": "table",
          "rank_table": "table", "run_rca": "worker"}
 
 __all__ = ["CausalRanker", "Correlator", "scorecard", "format_faults", "run_rca", "RCAError",
-           "make_ranker", "RANKERS", "BASELINES", "DEFAULT_RANKER", "component", "fault_part",
-           "feature_part", "PARTS", "rank_table", "TABLE_RANKERS"]
+           "make_ranker", "RANKERS", "BASELINES", "DEFAULT_RANKER", "component", "feature_part",
+           "PARTS", "rank_table", "TABLE_RANKERS"]
 
 
 def __getattr__(name: str):

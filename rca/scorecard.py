@@ -24,14 +24,14 @@ Matching is honest:
 - only *effective* faults (an ``effect-observed`` entry in the ledger) are scored;
   ``faults`` and ``effective`` count all of them.
 
-Accuracy follows RCAEval: the rank of the true cause (the fault's part on one of its
-target guests; on any lab guest for a fault without targets, e.g. ``bridge-down``) in
-the incident that holds the detecting anomaly; AC@k is the share of scored faults with
-the truth in the top k (an undetected fault is a miss at every k) and Avg@5 the mean of
-AC@1..AC@5. Localization latency is injection to the first credited incident whose
-rank-1 cause is right and claimed (``Incident.ts``, its last anomaly's confirmation; a
-live RCA worker publishes the ranking once the incident has been quiet for its
-``quiet_s``).
+Accuracy follows RCAEval: the rank of the true cause (the part the fault's ledger
+entries name, ``FaultEvent.broken_part()``, on one of its target guests; on any lab
+guest for a fault without targets, e.g. ``bridge-down``) in the incident that holds the
+detecting anomaly; AC@k is the share of scored faults with the truth in the top k (an
+undetected fault is a miss at every k) and Avg@5 the mean of AC@1..AC@5. Localization
+latency is injection to the first credited incident whose rank-1 cause is right and
+claimed (``Incident.ts``, its last anomaly's confirmation; a live RCA worker publishes
+the ranking once the incident has been quiet for its ``quiet_s``).
 
 Abstentions are counted, not hidden: an incident whose ranker found no credible cause
 (``Incident.abstained``) still shows its ranking, and AC@k reads it as always;
@@ -51,7 +51,7 @@ import numpy as np
 
 from vmroc.events import Anomaly, FaultEvent, Incident, Sample
 
-from .components import component, fault_part
+from .components import component
 
 __all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "Scored", "GRACE_S",
            "METRICS"]
@@ -217,8 +217,8 @@ def _windows(faults: Iterable[FaultEvent], lab: set[str], end: float | None,
     by_id: dict[str, dict[str, Any]] = {}
     for ev in faults:
         f = by_id.setdefault(ev.fault_id, {"fault_id": ev.fault_id, "kind": ev.kind,
-                                           "level": ev.level, "start": None, "end": None,
-                                           "effective": False,
+                                           "level": ev.level, "part": ev.broken_part(),
+                                           "start": None, "end": None, "effective": False,
                                            "guests": list(ev.target.get("guests") or [])})
         if ev.phase == "injected":
             f["start"] = ev.ts
@@ -229,9 +229,8 @@ def _windows(faults: Iterable[FaultEvent], lab: set[str], end: float | None,
     out = []
     for f in sorted((f for f in by_id.values() if f["start"] is not None),
                     key=lambda f: f["start"]):
-        part = fault_part(f["kind"], f["level"])
         targets = f["guests"] or sorted(lab)
-        f["truth"] = [component(g, part) for g in targets]
+        f["truth"] = [component(g, f["part"]) for g in targets]
         f["touched"] = set(targets) | (lab if f["level"] in LAB_WIDE else set())
         stop = f["end"] if f["end"] is not None else end
         f["until"] = stop + grace_s if stop is not None else float("inf")

@@ -87,9 +87,22 @@ class Sample(_Event):
         return self.guest
 
 
+# What a fault kind broke, for ledgers recorded before v0.2 (their events carry no
+# ``part``): by kind, else by level. Newer events carry the registered kind's part.
+_LEGACY_KIND_PARTS = {"guest-suspend": "guest", "guest-crash": "guest",
+                      "guest-reboot": "guest", "net-partition": "network",
+                      "bridge-down": "network"}
+_LEGACY_LEVEL_PARTS = {"cpu": "cpu", "memory": "memory", "disk": "disk",
+                       "network": "network", "cluster": "guest"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class FaultEvent(_Event):
-    """One entry of the fault ledger: a fault was injected, took effect, or healed."""
+    """One entry of the fault ledger: a fault was injected, took effect, or healed.
+
+    ``part`` is what the fault's kind breaks (cpu, memory, disk, network, guest), as the
+    injector's registry declares it; ``broken_part()`` reads it, also from ledgers made
+    before v0.2, which lack it."""
 
     schema: ClassVar[str] = "fault"
     v: ClassVar[int] = 1
@@ -104,10 +117,19 @@ class FaultEvent(_Event):
     params: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, Any] | str | None = None
     campaign: str | None = None                 # campaign id, when the fault is part of one
+    part: str | None = None                     # what it breaks, e.g. "disk" (None: old)
 
     @property
     def key(self) -> str:
         return self.fault_id
+
+    def broken_part(self) -> str:
+        """The part the fault breaks: ``part``, or for a ledger recorded before v0.2 the
+        part its kind and level stood for then (``other`` if neither is known)."""
+        if self.part is not None:
+            return self.part
+        return (_LEGACY_KIND_PARTS.get(self.kind) or _LEGACY_LEVEL_PARTS.get(self.level)
+                or "other")
 
 
 @dataclass(frozen=True, kw_only=True)

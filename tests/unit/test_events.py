@@ -15,7 +15,7 @@ SAMPLE = Sample(guest="g0", ts=1795670000.25, features={"tasks": 51, "load1": 0.
                 log=["I/O error, dev vda, sector 400"])
 FAULT = FaultEvent(fault_id="f-1", kind="disk-eio", level="device", phase="effect-observed",
                    ts=1795670001.0, target={"guest": "g0", "device": "vda"},
-                   params={"rate": 0.3}, evidence={"log": "I/O error"})
+                   params={"rate": 0.3}, evidence={"log": "I/O error"}, part="disk")
 ANOMALY = Anomaly(guest="g0", ts=1795670002.5, detector="iforest", score=0.93,
                   features=["nr_iowait", "io_errors"])
 INCIDENT = Incident(id="inc-1", ts=1795670003.0, guests=["g0"], anomalies=[ANOMALY],
@@ -133,3 +133,14 @@ def test_an_incident_of_an_older_vmroc_with_a_matched_fault_id_still_decodes():
     old = json.loads(encode(INCIDENT))
     old["fault_id"] = "f-1"          # the correlator used to name the injected fault
     assert decode("vmroc.incidents", json.dumps(old).encode()) == INCIDENT
+
+
+def test_a_fault_event_of_an_older_vmroc_without_a_part_still_decodes():
+    old = json.loads(encode(FAULT))
+    del old["part"]                  # ledgers recorded before v0.2 name no part
+    ev = decode("vmroc.faults", json.dumps(old).encode())
+    assert ev.part is None and ev == FaultEvent(**{**to_dict(FAULT, header=False), "part": None})
+    assert FAULT.broken_part() == "disk"       # as recorded
+    assert ev.broken_part() == "other"         # level "device": no part known before v0.2
+    old.update(kind="guest-crash", level="cluster")
+    assert decode("fault", json.dumps(old).encode()).broken_part() == "guest"

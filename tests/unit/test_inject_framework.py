@@ -87,6 +87,18 @@ def test_a_kind_declares_its_part_shared_mechanism_and_reach():
     assert (d["part"], d["shared_mechanism"], d["lab_wide"]) == ("network", None, True)
 
 
+def test_every_kind_breaks_the_part_rca_scored_it_against_before_v0_2():
+    from vmroc.events import FaultEvent
+    from vmroc.rca import PARTS
+    from vmroc.inject.registry import PARTS as KIND_PARTS
+    assert set(KIND_PARTS) <= set(PARTS)
+    for k in all_kinds():
+        legacy = FaultEvent(fault_id="f", kind=k.name, level=k.level, phase="injected", ts=0)
+        assert k.part == legacy.broken_part(), k.name
+        ev = event("f", k.name, k.level, "injected", {}, {})  # what the runner records
+        assert ev.part == k.part and ev.broken_part() == k.part
+
+
 @pytest.mark.parametrize("attrs, message", [
     ({"level": "cluster"}, "level cluster has no default part; declare `part = ...`"),
     ({"level": "cpu", "part": "kernel"}, "part 'kernel' not in"),

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from vmroc.rca import CausalRanker, Correlator, RCAError, fault_part, feature_part, format_faults
+from vmroc.rca import CausalRanker, Correlator, RCAError, feature_part, format_faults
 from vmroc.rca.scorecard import score, summarize
 from vmroc.events import Anomaly, FaultEvent
 
@@ -27,9 +27,13 @@ def test_features_and_faults_map_to_parts():
                                       "log_network/s")] == \
         ["disk", "network", "memory", "guest", "cpu", "guest", "guest", "disk", "memory",
          "cpu", "network"]
-    assert fault_part("disk-eio", "disk") == "disk"
-    assert fault_part("guest-suspend", "cluster") == "guest"
-    assert fault_part("net-partition", "cluster") == "network"
+    for kind, level, part in (("disk-eio", "disk", "disk"), ("guest-suspend", "cluster", "guest"),
+                              ("net-partition", "cluster", "network")):
+        ev = FaultEvent(fault_id="f", kind=kind, level=level, phase="injected", ts=0)
+        assert ev.broken_part() == part  # a ledger recorded before v0.2: no part in it
+    ev = FaultEvent(fault_id="f", kind="net-partition", level="cluster", phase="injected", ts=0,
+                    part="guest")
+    assert ev.broken_part() == "guest"  # the part the ledger names wins
 
 
 def test_the_guest_that_broke_first_is_the_cause_not_its_clients():

@@ -63,6 +63,17 @@ def test_a_fault_with_a_clear_anomaly_is_detected_and_ranked():
     assert card["median_localization_latency_s"] is None
 
 
+def test_the_truth_is_the_part_the_ledger_names_else_the_pre_v0_2_part():
+    from dataclasses import replace
+    a = anomaly("g2", 101.0)
+    inc = incident([a], "g2/network", "g2/guest")
+    old = ledger("f1", "net-partition", "cluster", ["g2"], 100.0, 110.0)  # no part: legacy
+    assert score(old, [a], [inc]).rows[0]["truth"] == ["g2/network"]
+    new = [replace(ev, part="guest") for ev in old]                       # as recorded
+    row = score(new, [a], [inc]).rows[0]
+    assert row["truth"] == ["g2/guest"] and row["rank"] == 2
+
+
 def test_an_anomaly_on_an_unrelated_guest_is_no_detection_but_a_false_alarm():
     faults = ledger("f1", "disk-eio", "disk", ["g2"], 100.0, 110.0)
     a = anomaly("g1", 101.0)                     # during the fault, on another guest
