@@ -1,18 +1,22 @@
 """The ``vmroc`` command.
 
 Each stage owns its subcommands in a ``cli`` module exposing ``register(subparsers)``;
-this module only assembles them, sets up logging and turns ``VmrocError`` into a
-one-line message and a non-zero exit status.
+this module only assembles them (and the JSON Schemas of ``vmroc schema``, which come
+from several stages), sets up logging and turns ``VmrocError`` into a one-line message
+and a non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import signal
 import sys
+from typing import Callable
 
+from . import schema
 from .errors import VmrocError
 
 # Modules that add subcommands, in the order `vmroc --help` lists them.
@@ -59,8 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    schema.register(subparsers, schema_sources())
     _verbose_everywhere(parser)
     return parser
+
+
+def schema_sources() -> dict[str, Callable[[], dict]]:
+    """What `vmroc schema NAME` publishes: every bus event (``vmroc.schema``), the
+    sample's with the feature catalog (``introspect.catalog``), and the campaign file
+    (``inject.campaign_schema``). Stages are imported only when a schema is made."""
+    def sample() -> dict:
+        from vmroc.introspect.catalog import as_dict
+        return schema.event_schema("sample", features=as_dict())
+
+    def campaign() -> dict:
+        from vmroc.inject.campaign_schema import campaign_schema
+        return campaign_schema()
+
+    out: dict[str, Callable[[], dict]] = {
+        name: functools.partial(schema.event_schema, name) for name in schema.EVENT_NAMES}
+    return out | {"sample": sample, "campaign": campaign}
 
 
 def _subparsers(parser: argparse.ArgumentParser):
