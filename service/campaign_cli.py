@@ -95,6 +95,8 @@ def register(subparsers) -> None:
                    help="campaign name (default: the output file's name)")
     g.add_argument("-o", "--out", required=True,
                    help="output file (`-` for standard output)")
+    g.add_argument("--json", action="store_true",
+                   help="print what was written as JSON (with `-o -`, the file in `text`)")
     g.set_defaults(func=cmd_generate)
 
 
@@ -229,15 +231,24 @@ def cmd_generate(args) -> int:
                    groups=args.groups, cascades=args.cascades, flip_flops=args.flip_flops,
                    gap=args.gap, baseline=args.baseline, cooldown=args.cooldown,
                    max_duration=args.max_duration, name=name, out=args.out)
-    if to_stdout:
+    if not to_stdout:
+        try:
+            Path(args.out).write_text(gen.text)
+        except OSError as exc:
+            raise SpecError(f"cannot write {args.out}: {exc.strerror}") from exc
+    if args.json:
+        c = gen.campaign
+        print(json.dumps({"out": args.out, "name": c.name, "seed": c.seed,
+                          "summary": gen.summary(), "command": gen.command,
+                          "steps": len(c.steps), "composed": c.composed(),
+                          "kinds": sorted({s.spec.kind for s in c.steps}),
+                          "planned_s": round(c.planned_s, 1),
+                          **({"text": gen.text} if to_stdout else {})}, indent=1))
+    elif to_stdout:
         sys.stdout.write(gen.text)
         print(gen.summary(), file=sys.stderr)
-        return 0
-    try:
-        Path(args.out).write_text(gen.text)
-    except OSError as exc:
-        raise SpecError(f"cannot write {args.out}: {exc.strerror}") from exc
-    print(f"wrote {args.out}: {gen.summary()}")
+    else:
+        print(f"wrote {args.out}: {gen.summary()}")
     return 0
 
 

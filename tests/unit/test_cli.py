@@ -78,3 +78,18 @@ def test_verbose_after_a_subcommand_sets_the_log_level(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["vmroc.inject.cli"])
     assert cli.main(["inject", "list", "-vv"]) == 0
     assert seen["level"] == logging.DEBUG
+
+
+def test_campaign_generate_json(tmp_path, capsys):
+    import json
+
+    from vmroc.cli import main
+    out = tmp_path / "g.yaml"
+    assert main(["campaign", "generate", "--faults", "6", "--seed", "2", "-o", str(out),
+                 "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["out"] == str(out) and info["name"] == "g" and info["seed"] == 2
+    assert info["steps"] >= 6 and "text" not in info and out.read_text().startswith("#")
+    assert main(["campaign", "generate", "--faults", "6", "--seed", "2", "-o", "-",
+                 "--json"]) == 0
+    assert "name: generated" in json.loads(capsys.readouterr().out)["text"]

@@ -239,3 +239,10 @@ def test_schema_out_writes_the_file(tmp_path, capsys):
     assert json.loads(out.read_text())["title"] == "vmroc campaign file"
     assert main(["schema", "incident"]) == 0
     assert json.loads(capsys.readouterr().out)["x-topic"] == "vmroc.incidents"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_generated_campaign_validates(sources, seed):
+    from vmroc.inject.generate import generate
+    text = generate(40, seed, kinds="all").text
+    validator(sources["campaign"]).validate(load_yaml(text, "generated"))
