@@ -180,41 +180,44 @@ def check_accel() -> Check:
 
 # -- privileges: network namespaces, nftables, cgroups ------------------------------------
 def check_privileges() -> Check:
+    """What the lab's network (a bridge in a network namespace), the nftables faults and
+    cpu-throttle (a cgroup) need: root, namespaces, ip, nft, a writable cgroup."""
     root = os.geteuid() == 0
     tools = {t: shutil.which(t) for t in ("ip", "nft", "unshare")}
-    found, problems = [], []
-    found.append("root" if root else f"not root (uid {os.geteuid()})")
+    found = ["root" if root else f"not root (uid {os.geteuid()})"]
+    problems: list[tuple[str, str]] = []           # (what, its fix), the first fix shown
+    if not root:
+        problems.append(("", "run the lab and faults as root (e.g. `sudo -E vmroc lab up`): "
+                             "without `ip netns add` guests share a QEMU socket network and "
+                             "the nftables and bridge faults cannot run"))
     if tools["unshare"]:
         netns = _run([tools["unshare"], "--net", "true"])
         if netns is not None and netns.returncode == 0:
             found.append("network namespaces allowed")
         elif root:
-            problems.append("network namespaces refused (a container without CAP_SYS_ADMIN?)")
+            problems.append(("network namespaces refused (a container without "
+                             "CAP_SYS_ADMIN?)", "run vmroc on the host or in a privileged "
+                                                "container"))
         if not root:
             userns = _run([tools["unshare"], "--user", "--map-root-user", "--net", "true"])
             found.append("user namespaces " + ("allowed" if userns is not None
-                                               and userns.returncode == 0 else "refused"))
+                                               and userns.returncode == 0 else "refused")
+                         + " (the lab still needs root)")
     missing = [t for t in ("ip", "nft") if not tools[t]]
     if missing:
-        problems.append(f"{' and '.join(missing)} not found")
+        packages = " ".join({"ip": "iproute2", "nft": "nftables"}[t] for t in missing)
+        problems.append((f"{' and '.join(missing)} not found", f"apt-get install {packages}"))
     cgroup_cpu = Path("/sys/fs/cgroup/cpu")
     if cgroup_cpu.is_dir() and os.access(cgroup_cpu, os.W_OK):
         found.append("cgroup v1 cpu writable")
     else:
-        problems.append(f"no writable cgroup v1 cpu controller at {cgroup_cpu} "
-                        "(cpu-throttle cannot run)")
-    text = "; ".join(found + problems)
-    if not root:
-        return _result("privileges", False, text,
-                       "run the lab and faults as root (e.g. `sudo -E vmroc lab up`): the lab's "
-                       "bridge needs `ip netns add`; without it guests share a QEMU socket "
-                       "network and the nftables and bridge faults cannot run", False)
-    if missing:
-        packages = " ".join({"ip": "iproute2", "nft": "nftables"}[t] for t in missing)
-        return _result("privileges", False, text, f"apt-get install {packages}", False)
-    return _result("privileges", not problems, text,
-                   "run vmroc on the host (or a privileged container) with cgroup v1 "
-                   "controllers mounted under /sys/fs/cgroup", False)
+        problems.append((f"no writable cgroup v1 cpu controller at {cgroup_cpu} "
+                         "(cpu-throttle cannot run)",
+                         "run as root on a host with cgroup v1 controllers mounted under "
+                         "/sys/fs/cgroup (only cpu-throttle needs it)"))
+    text = "; ".join(found + [what for what, _ in problems if what])
+    return _result("privileges", not problems, text, problems[0][1] if problems else "",
+                   False)
 
 
 # -- the broker: Java, Maven, reachable ---------------------------------------------------

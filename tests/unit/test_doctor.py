@@ -125,3 +125,10 @@ def test_no_image_warns_with_the_build_command(monkeypatch, tmp_path):
     monkeypatch.setenv("VMROC_HOME", str(tmp_path))
     check = doctor.check_image()
     assert check.status == "warn" and "vmroc image build" in check.fix
+
+
+def test_not_root_only_warns_and_says_how(monkeypatch):
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    check = doctor.check_privileges()
+    assert check.status == "warn" and not check.required
+    assert "not root (uid 1000)" in check.found and "sudo" in check.fix
