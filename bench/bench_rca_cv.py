@@ -34,6 +34,9 @@ def main() -> int:
                     help="Fingerprint parameters tried, e.g. n_estimators=300,per_fold=1")
     ap.add_argument("--members", default=None, metavar="NAME:WEIGHT,...",
                     help="the ensemble tried (default: rca.rankers.ENSEMBLE_WEIGHTS)")
+    ap.add_argument("--window", type=float, default=None, metavar="S",
+                    help="group anomalies into incidents with this window_s instead of the "
+                         "correlator's default (rca.incidents.Correlator)")
     args = ap.parse_args()
 
     from vmroc.rca.ensemble import Ensemble
@@ -50,6 +53,8 @@ def main() -> int:
     rows_of = {n: [] for n in names}
     t0 = time.monotonic()
     runs = [run_recording(path, "heuristic") for path in args.recordings]
+    if args.window is not None:
+        runs = [regroup(run, args.window) for run in runs]
     examples = [e for run in runs for e in incident_examples(run)]
     for run in runs:
         where = {"guests": run.guests, "span": run.span}
@@ -89,8 +94,9 @@ def main() -> int:
         print(json.dumps({"folds": args.folds, "recordings": args.recordings, "rankers": out,
                           "ensemble_abstention": curve}, indent=1))
         return 0
-    print(f"{args.folds}-fold cross-validation by time on {', '.join(args.recordings)} "
-          f"({time.monotonic() - t0:.0f} s)")
+    window = "" if args.window is None else f", incident window {args.window:g} s"
+    print(f"{args.folds}-fold cross-validation by time on {', '.join(args.recordings)}"
+          f"{window} ({time.monotonic() - t0:.0f} s)")
     print(f"{'ranker':<12} {'AC@1':>5} {'AC@3':>5} {'Avg@5':>5}  faults")
     for name, m in out.items():
         print(f"{name:<12} {m['ac1']:>5.2f} {m['ac3']:>5.2f} {m['avg5']:>5.2f}  {m['effective']}")
@@ -106,6 +112,22 @@ def main() -> int:
         print(f"{c['below']:>5.2f} {c['claimed']:>8.2f} {_f(c['ac1_claimed']):>13} "
               f"{_f(c['ac1_abstained']):>15}")
     return 0
+
+
+def regroup(run, window_s: float):
+    """The run with its anomalies grouped again by a correlator of ``window_s`` (the
+    incidents' causes are re-ranked per fold below, so none are ranked here)."""
+    from dataclasses import replace
+
+    from vmroc.rca.incidents import Correlator
+
+    class Unranked:
+        def rank(self, anomalies):
+            return []
+
+    corr = Correlator(Unranked(), window_s=window_s)
+    ordered = sorted(run.anomalies, key=lambda a: a.ts)
+    return replace(run, incidents=[i for a in ordered for i in corr.add(a)] + corr.flush())
 
 
 def abstention_curve(rows: list[dict]) -> list[dict]:
