@@ -1,6 +1,6 @@
 """``vmroc inject``: list kinds, apply one fault, heal what a killed injector left.
 
-    vmroc inject list [--json]
+    vmroc inject list [--json | --markdown]
     vmroc inject KIND --guest g1 [--duration 10s] [--param k=v ...] [--json]
     vmroc inject heal [--all] [--json]
 """
@@ -49,8 +49,12 @@ def register(subparsers) -> None:
     inject.error = one_line_error
     inject.set_defaults(func=lambda args: (inject.print_help(), 2)[1])
 
-    ls = sub.add_parser("list", help="fault kinds with level, parameters, expected effect")
-    ls.add_argument("--json", action="store_true", help="print as JSON")
+    ls = sub.add_parser("list", help="fault kinds with level, part, parameters, expected "
+                                     "effect")
+    how = ls.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print as JSON")
+    how.add_argument("--markdown", action="store_true",
+                     help="print the kind table of docs/inject.md (Markdown)")
     ls.set_defaults(func=cmd_list)
 
     heal = sub.add_parser("heal", help="revert every fault left behind by a killed injector")
@@ -119,11 +123,43 @@ def cmd_list(args) -> int:
     if args.json:
         print(json.dumps(kinds, indent=1))
         return 0
+    if args.markdown:
+        print(markdown(kinds), end="")
+        return 0
     for k in kinds:
         params = ", ".join(f"{p['name']}={p['default']}" for p in k["params"]) or "-"
-        print(f"{k['kind']:<14} {k['level']:<8} {params}")
-        print(f"{'':<23} effect: {k['effect']}")
+        print(f"{k['kind']:<14} {k['level']:<8} {k['part']:<8} {params}")
+        print(f"{'':<32} effect: {k['effect']}")
     return 0
+
+
+def markdown(kinds: list[dict]) -> str:
+    """The kind table of docs/inject.md, from ``Kind.describe()`` dicts."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    def params(k: dict) -> str:
+        out = []
+        for p in k["params"]:
+            choices = f" ({', '.join(map(str, p['choices']))})" if "choices" in p else ""
+            out.append(f"`{p['name']}`={p['default']}{choices}")
+        return ", ".join(out) or "-"
+
+    def mechanism(k: dict) -> str:
+        out = k["mechanism"]
+        if k["shared_mechanism"]:
+            out += (f"; shared mechanism `{k['shared_mechanism']}`: one fault using it per "
+                    "guest at a time")
+        if k["lab_wide"]:
+            out += "; lab-wide: one at a time in the lab"
+        return out
+
+    lines = ["| kind | level | part | parameters | mechanism | expected effect (verified) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k in kinds:
+        lines.append(f"| `{k['kind']}` | {k['level']} | {k['part']} | {cell(params(k))} | "
+                     f"{cell(mechanism(k))} | {cell(k['effect'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_inject(args) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -316,6 +317,22 @@ def test_cli_list_json_comes_from_the_registry():
     assert "iotype" in [p["name"] for p in kinds["disk-eio"]["params"]]
     assert "net-drop" in vmroc("inject", "list").stdout
     assert "Expected effect" in vmroc("inject", "net-drop", "--help").stdout
+
+
+def test_the_kind_table_in_docs_is_the_registrys():
+    proc = vmroc("inject", "list", "--markdown")
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.splitlines()
+    assert len(table) == 2 + len(json.loads(vmroc("inject", "list", "--json").stdout))
+    assert "| `bridge-down` | cluster | network |" in proc.stdout
+    assert "RIPV\\|MCIP" in proc.stdout                 # a | in a cell does not split it
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "inject.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(doc) if line.startswith("<!-- kinds: generated"))
+    end = doc.index("<!-- end kinds -->")
+    assert doc[start + 1:end] == table, (
+        "docs/inject.md's kind table is not the registry's: run `vmroc inject list "
+        "--markdown` and put its output between the `<!-- kinds: ... -->` and "
+        "`<!-- end kinds -->` lines")
 
 
 @pytest.mark.parametrize("args,message", [
