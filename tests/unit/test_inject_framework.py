@@ -260,6 +260,7 @@ def test_runner_applies_verifies_and_reverts(tmp_path):
     assert f.id not in APPLIED and not (tmp_path / f"{f.id}.json").exists()
     assert f.effective and [e.phase for e in f.entries] == \
         ["injected", "effect-observed", "recovered"]
+    assert {e.part for e in f.entries} == {"cpu"}            # the fake kind's level's part
     f.stop()                                                 # idempotent
     assert len(f.entries) == 3
     assert f.result()["effective"] is True
