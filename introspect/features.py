@@ -6,6 +6,9 @@ symbols a kernel lacks. Every list walk is bounded and checks ``next->prev``; a 
 that catches a list mid-update raises ``Inconsistent`` and the sampler retries.
 Feature names mirror the guest's status line where both exist (``tasks``,
 ``memfree_kb``, ``vda_rd``, ``eth0_rxp``...) so they can be compared directly.
+What each feature is (counter, gauge or event; the part it measures; its unit; whether
+the detector watches it) is declared once, in ``catalog.py``: a name a reader produces
+needs its row there (``tests/unit/test_feature_catalog.py`` fails otherwise).
 """
 
 from __future__ import annotations
