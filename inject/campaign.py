@@ -66,7 +66,7 @@ from vmroc.home import subdir
 
 from .errors import InjectError, SpecError
 from .ledger import Ledger
-from .registry import all_kinds, get_kind, resolve_params
+from .registry import get_kind, resolve_params
 from .runner import AppliedFault, Interrupted, prepare, raising_signals
 from .spec import FaultSpec, Target, parse_duration
 
@@ -85,17 +85,6 @@ SETTLE_MAX_S = 60.0  # longest wait for earlier faults on the same guests to rec
 POLL = 0.1
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Progress = Callable[[str], None]
-
-
-def __getattr__(name: str) -> Any:
-    """``LAB_WIDE`` (names of lab-wide kinds) and ``MECHANISM`` (kind name -> its shared
-    mechanism): views of the registry for inject/generate.py, which still reads these
-    names; the declarations are ``Kind.lab_wide`` and ``Kind.shared_mechanism``."""
-    if name == "LAB_WIDE":
-        return frozenset(k.name for k in all_kinds() if k.lab_wide)
-    if name == "MECHANISM":
-        return {k.name: k.shared_mechanism for k in all_kinds() if k.shared_mechanism}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

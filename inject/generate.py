@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .campaign import LAB_WIDE, MECHANISM, Campaign, hms, load_yaml
+from .campaign import Campaign, hms, load_yaml
 from .errors import SpecError
 from .registry import all_kinds, get_kind
 from .spec import parse_duration
@@ -214,7 +214,7 @@ class _Draw:
 
     def __init__(self, rng: random.Random, kinds: list[str], guests: list[str]):
         self.rng, self.kinds, self.guests = rng, kinds, guests
-        self.composable = [k for k in kinds if _profile(k).compose and k not in LAB_WIDE]
+        self.composable = [k for k in kinds if _profile(k).compose and not get_kind(k).lab_wide]
         self.flippable = [k for k in self.composable if _profile(k).flip]
         self.side = [k for k in self.composable if not _profile(k).pauses]  # share a guest
 
@@ -278,7 +278,7 @@ class _Draw:
     def plain(self, unused: set[str]) -> dict:
         kind = self.kind(self.kinds, unused)
         k = get_kind(kind)
-        if kind in LAB_WIDE or k.guests[0] == 0:
+        if k.lab_wide or k.guests[0] == 0:
             guests: list[str] = []
         else:
             guests = [self.rng.choice(self.guests)]
@@ -287,14 +287,14 @@ class _Draw:
     def group(self, size: int, unused: set[str]) -> dict:
         duration = self.duration()
         fresh_side = [k for k in self.side if k in unused]
-        mechanisms = {MECHANISM.get(k, k) for k in self.side}
+        mechanisms = {get_kind(k).conflict_key for k in self.side}
         if len(mechanisms) >= size and (len(fresh_side) >= 2 or self.rng.random() < 0.5):
             guest = self.rng.choice(self.guests)  # several kinds on one guest
             kinds: list[str] = []
             for _ in range(size):
-                taken = {MECHANISM.get(k, k) for k in kinds}
+                taken = {get_kind(k).conflict_key for k in kinds}
                 kinds.append(self.kind([k for k in self.side
-                                        if MECHANISM.get(k, k) not in taken], unused))
+                                        if get_kind(k).conflict_key not in taken], unused))
             members = [self.fault(k, [guest], duration) for k in kinds]
         else:  # one kind on several guests
             kind = self.kind(self.composable, unused)
