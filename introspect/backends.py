@@ -1,8 +1,9 @@
 """Memory readers behind one interface (``KernelView``): C accelerator, direct mmap,
 LibVMI, volatility3.
 
-- ``accel`` (the default when built): ``_accel.AccelKernel``, the mmap reader with its
-  reads and task walk in C; every feature.
+- ``accel`` (the default when built): ``AccelKernel``, the mmap reader with its reads
+  and task walk in C (``_accel``: ``vmread.c`` and the binding that loads it); every
+  feature.
 - ``mmap``: our own translation on the RAM file in pure Python (``GuestKernel``);
   every feature; the default where the C module could not be built.
 - ``libvmi``: LibVMI (python bindings, FILE mode on the RAM file) does KASLR and
@@ -17,7 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from . import _accel
 from .errors import IntrospectError
+from .features import MAX_LIST
 from .kernel import GuestKernel, KernelMismatchError, KernelView
 from .layers import AddressError
 from .symbols import SymbolFiles, SymbolTable
@@ -29,8 +32,44 @@ BACKENDS = ("accel", "mmap", "libvmi", "volatility")
 
 def default_backend() -> str:
     """``accel`` when the C module is built, else ``mmap``."""
-    from ._accel import available
-    return "accel" if available() else "mmap"
+    return "accel" if _accel.available() else "mmap"
+
+
+class AccelKernel(GuestKernel):
+    """``GuestKernel`` whose reads and task walk run in C.
+
+    It finds the kernel exactly as ``GuestKernel`` does (VMCOREINFO or the banner probe,
+    banner check, per-CPU offsets), then does every read in C: the same q35 layout, page
+    walks and per-sample TLB as ``layers.py``, and the task walk of ``features.read_tasks``
+    in one call."""
+
+    name = "accel"
+
+    def __init__(self, ram_path: Path | str, symbols: SymbolTable, guest: str = "",
+                 use_vmcoreinfo: bool = True):
+        if not _accel.available():
+            raise IntrospectError("the C accelerator is not built: run `bash deploy/setup.sh` "
+                                  "(needs gcc), or sample with --backend mmap")
+        super().__init__(ram_path, symbols, guest, use_vmcoreinfo)
+        m = self.mem
+        self.space = _accel._vmread.Space(str(self.ram.path), m.page_table, m.phys_base,
+                                          m.la57, m.page_offset)
+        # instance attributes shadow the Python methods: readers call C directly
+        s = self.space
+        self.read, self.u64, self.u32, self.s32, self.u16, self.u64s = (
+            s.read, s.u64, s.u32, s.s32, s.u16, s.u64s)
+        self.flush = s.flush
+
+    def task_rows(self, head: int, offsets: tuple[int, ...]) -> list[tuple]:
+        """Raw fields of every task on the list at ``head`` (see features.task_rows)."""
+        return self.space.tasks(head, offsets, MAX_LIST)
+
+    def walk_list(self, head: int, limit: int = MAX_LIST) -> list[int]:
+        return self.space.walk_list(head, limit)
+
+    def close(self) -> None:
+        self.space.close()
+        super().close()
 
 
 class LibvmiKernel(KernelView):
@@ -89,7 +128,6 @@ def open_kernel(backend: str, ram_path: Path, files: SymbolFiles, symbols: Symbo
                 guest: str) -> KernelView:
     """The ``KernelView`` for ``backend`` (``accel``, ``mmap`` or ``libvmi``)."""
     if backend == "accel":
-        from ._accel import AccelKernel
         return AccelKernel(ram_path, symbols, guest)
     if backend == "mmap":
         return GuestKernel(ram_path, symbols, guest)

@@ -1,5 +1,6 @@
 """Data flows one way: a stage imports only stages below it (lazy imports included),
-and the modules of a stage import each other without cycles.
+the modules of a stage import each other without cycles, and ``introspect/_accel``
+holds only the C module and the binding that loads it.
 
     vmroc (core) <- deploy <- introspect, inject <- detect <- rca <- service
 
@@ -155,3 +156,16 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def test_accel_holds_only_the_c_module_and_its_binding():
+    """What is built on the C module (``AccelKernel``) is an introspect reader like the
+    others (``introspect/backends.py``), not part of the native package."""
+    folder = ROOT / "introspect" / "_accel"
+    files = {p.name for p in folder.iterdir() if p.is_file()
+             and not (p.name.startswith("_vmread.") and p.suffix == ".so")}  # the build
+    assert files == {"__init__.py", "vmread.c"}
+    binding = ast.parse((folder / "__init__.py").read_text())
+    defined = {n.name for n in binding.body
+               if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+    assert defined == {"available"}, "the binding loads _vmread and says whether it is built"
