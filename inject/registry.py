@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from vmroc.introspect.catalog import PARTS  # what a fault breaks (features measure the same)
+
 from .errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +35,6 @@ __all__ = ["Param", "Kind", "KINDS", "LEVELS", "PARTS", "register", "get_kind",
            "all_kinds", "resolve_params"]
 
 LEVELS = ("cpu", "memory", "disk", "network", "cluster")
-PARTS = ("cpu", "memory", "disk", "network", "guest")   # what a fault breaks (rca's parts)
 # a kind's part unless it declares one; a cluster kind always declares its own
 LEVEL_PARTS = {"cpu": "cpu", "memory": "memory", "disk": "disk", "network": "network"}
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
