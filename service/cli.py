@@ -1,6 +1,6 @@
 """``vmroc record`` and ``vmroc replay``: keep what the bus carried, and run it again.
 
-    vmroc record -o run.jsonl [--topics vmroc.samples,vmroc.faults] [--idle 5] [--live]
+    vmroc record -o run.jsonl [--topics vmroc.samples,vmroc.faults] [--idle 5] [--live] [--json]
     vmroc replay run.jsonl [--model robust|forest|lof] [--json]     # detect + RCA offline
     vmroc replay run.jsonl --publish                            # back onto the bus
 """
@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     rec.add_argument("--idle", type=float, default=None, metavar="S",
                      help="stop after S seconds without events")
     rec.add_argument("--live", action="store_true", help="start at the end, not the oldest")
+    rec.add_argument("--json", action="store_true",
+                     help="print what was written as JSON (file, topics, counts) at the end")
     rec.add_argument("--lab", default=os.environ.get("VMROC_LAB", "default"),
                      help="store this lab's who-calls-whom for replays (if it is up here)")
     rec.set_defaults(func=cmd_record)
@@ -57,10 +59,14 @@ def cmd_record(args) -> int:
     depends = lab.dependencies() if lab.is_up else {}
     stop = stop_on_signals()
     print(f"vmroc: recording {args.topics} to {args.output}; Ctrl-C stops", file=sys.stderr)
-    stats = record(args.output, [t for t in args.topics.split(",") if t], stop=stop,
+    topics = [t for t in args.topics.split(",") if t]
+    stats = record(args.output, topics, stop=stop,
                    idle_s=args.idle, from_beginning=not args.live, depends=depends)
-    print(f"vmroc: {stats['written']} events written, {stats['skipped']} undecodable "
-          "skipped", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"output": args.output, "topics": topics, **stats}))
+    else:
+        print(f"vmroc: {stats['written']} events written, {stats['skipped']} undecodable "
+              "skipped", file=sys.stderr)
     return 0
 
 
