@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     down = lsub.add_parser("down", help="remove every guest, tap, bridge, namespace and "
                                         "RAM file of the lab (harmless if already down)")
     _lab_name_arg(down)
+    down.add_argument("--json", action="store_true",
+                      help="print the result as JSON (lab, whether it was up, guests removed)")
     down.set_defaults(func=cmd_lab_down)
 
 
@@ -95,6 +97,12 @@ def cmd_lab_status(args) -> int:
 
 
 def cmd_lab_down(args) -> int:
-    Lab(args.name).down(progress=_progress)
-    _progress(f"lab {args.name} is down")
+    lab = Lab(args.name)
+    was_up = lab.is_up
+    guests = [cfg["name"] for cfg in lab.state.get("guests", [])]
+    lab.down(progress=_progress)
+    if args.json:
+        print(json.dumps({"lab": args.name, "was_up": was_up, "guests": guests, "down": True}))
+    else:
+        _progress(f"lab {args.name} is down")
     return 0

@@ -93,3 +93,37 @@ def test_campaign_generate_json(tmp_path, capsys):
     assert main(["campaign", "generate", "--faults", "6", "--seed", "2", "-o", "-",
                  "--json"]) == 0
     assert "name: generated" in json.loads(capsys.readouterr().out)["text"]
+
+
+# Commands that report nothing a script would parse: `serve` runs until stopped and
+# prints only where it listens.
+NO_JSON = {("serve",)}
+
+
+def test_every_reporting_command_takes_json():
+    from vmroc.cli import build_parser
+
+    def leaves(parser, prefix=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                        yield from leaves(sub, (*prefix, name))
+                    else:
+                        yield (*prefix, name), sub
+
+    found = dict(leaves(build_parser()))
+    assert {("lab", "down"), ("record",), ("inject", "disk-eio"), ("doctor",)} <= set(found)
+    missing = [" ".join(path) for path, sub in found.items() if path not in NO_JSON
+               and "--json" not in {o for a in sub._actions for o in a.option_strings}]
+    assert not missing, f"commands without --json: {missing}"
+
+
+def test_lab_down_json_on_a_lab_that_is_not_up(tmp_path, monkeypatch, capsys):
+    import json
+
+    from vmroc.cli import main
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    assert main(["lab", "down", "--name", "never-up", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"lab": "never-up", "was_up": False,
+                                                   "guests": [], "down": True}
