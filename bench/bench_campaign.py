@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from vmroc.deploy import Lab
-from vmroc.detect import MODEL_NAMES, Detector
+from vmroc.detect import DEFAULT_MODEL, MODEL_NAMES, Detector
 from vmroc.inject import Ledger
 from vmroc.inject.campaign import Campaign, run_campaign
 from vmroc.introspect.stream import stream
@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab", default=None, help="use this running lab instead of booting one")
     ap.add_argument("--campaign", default=str(DEMO))
-    ap.add_argument("--model", default="robust", choices=MODEL_NAMES)
+    ap.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES)
     ap.add_argument("--rate", type=float, default=5.0, help="samples per second per guest")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -24,6 +24,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 # The names of detect.models.MODELS, for command lines that must not import scikit-learn.
 MODEL_NAMES = ("robust", "forest", "lof")
+DEFAULT_MODEL = "robust"  # what every command and worker uses unless told
 
 # scikit-learn takes ~0.5 s to import: load the models on first use, so `vmroc --help`
 # and the other commands stay quick.
@@ -32,7 +33,7 @@ _LAZY = {"Detector": "detector", "GuestDetector": "detector", "run_detector": "w
          "Featurizer": "featurize", "FEATURES": "featurize"}
 
 __all__ = ["Detector", "run_detector", "GuestDetector", "RobustZScore", "forest", "lof",
-           "MODELS", "MODEL_NAMES", "Featurizer", "FEATURES", "DetectError", "BaselineError"]
+           "MODELS", "MODEL_NAMES", "DEFAULT_MODEL", "Featurizer", "FEATURES", "DetectError", "BaselineError"]
 
 
 def __getattr__(name: str):

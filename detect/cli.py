@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from vmroc.detect import MODEL_NAMES
+from vmroc.detect import DEFAULT_MODEL, MODEL_NAMES
 from vmroc.events import to_dict
 from vmroc.proc import stop_on_signals
 
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         description="Consume vmroc.samples (as a member of a consumer group: run several to "
                     "split the guests), learn each guest's normal from its first samples, "
                     "and publish an anomaly when a guest leaves it. Ctrl-C stops.")
-    p.add_argument("--model", choices=MODEL_NAMES, default="robust",
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
                    help="robust: per-feature robust z-scores, names the features (default); "
                         "forest: IsolationForest; lof: LocalOutlierFactor")
     p.add_argument("--baseline", type=float, default=20.0, metavar="S",

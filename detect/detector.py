@@ -32,6 +32,7 @@ import numpy as np
 
 from vmroc.events import Anomaly, Sample
 
+from . import DEFAULT_MODEL
 from .calibrate import calibrated_cut
 from .errors import BaselineError, DetectError
 from .featurize import Featurizer
@@ -65,7 +66,7 @@ def make_model(model: str, units: list[float], **model_args: Any):
 class GuestDetector:
     """One guest: baseline, then episodes of abnormal vectors."""
 
-    def __init__(self, guest: str, model: str = "robust", baseline_s: float = 20.0,
+    def __init__(self, guest: str, model: str = DEFAULT_MODEL, baseline_s: float = 20.0,
                  confirm: int = 3, clear: int = 5, min_vectors: int = 20,
                  target_fa_per_hour: float | None = 1.0, min_cut: float | None = None,
                  settle_s: float = 20.0, refit_s: float | None = 60.0,
@@ -218,7 +219,7 @@ class GuestDetector:
 class Detector:
     """Every guest of a sample stream, plus silence detection across guests."""
 
-    def __init__(self, model: str = "robust", baseline_s: float = 20.0,
+    def __init__(self, model: str = DEFAULT_MODEL, baseline_s: float = 20.0,
                  silence_s: float = 5.0, **options: Any):
         check_model(model)
         self.model, self.baseline_s, self.silence_s = model, baseline_s, silence_s

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from vmroc.detect import MODEL_NAMES
+from vmroc.detect import DEFAULT_MODEL, MODEL_NAMES
 from vmroc.rca import DEFAULT_RANKER
 
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                     "With --publish: every event goes back onto the bus, in order.")
     rep.add_argument("file", help="recording made by `vmroc record`")
     rep.add_argument("--publish", action="store_true", help="publish instead of analysing")
-    rep.add_argument("--model", choices=MODEL_NAMES, default="robust",
+    rep.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
                      help="detector model (robust)")
     rep.add_argument("--ranker", default=DEFAULT_RANKER, metavar="NAME",
                      help=f"ranker by name in rca.rankers ({DEFAULT_RANKER})")

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from vmroc.detect import MODEL_NAMES
+from vmroc.detect import DEFAULT_MODEL, MODEL_NAMES
 from vmroc.rca import DEFAULT_RANKER
 
 
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--ranker", default=DEFAULT_RANKER, metavar="NAME",
                    help=f"the ranker scored, by its name in rca.rankers (default "
                         f"{DEFAULT_RANKER}); an unknown name lists them")
-    p.add_argument("--model", choices=MODEL_NAMES, default="robust",
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
                    help="detector model (robust)")
     p.add_argument("--rca-model", metavar="FILE", default=None,
                    help="trained model of the fingerprint ranker (default: $VMROC_RCA_MODEL "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vmroc.detect import MODEL_NAMES
+from vmroc.detect import DEFAULT_MODEL, MODEL_NAMES
 from vmroc.rca import DEFAULT_RANKER
 
 
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--group", default="vmroc-serve", help="Kafka consumer group")
     p.add_argument("--from-beginning", action="store_true",
                    help="a new group starts at the oldest retained event (default: now)")
-    p.add_argument("--model", choices=MODEL_NAMES, default="robust")
+    p.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL)
     p.add_argument("--baseline", type=float, default=20.0, metavar="S",
                    help="seconds of each guest's samples to learn normal from (20)")
     p.add_argument("--silence", type=float, default=5.0, metavar="S",
