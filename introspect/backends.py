@@ -81,7 +81,8 @@ class LibvmiKernel(KernelView):
         try:
             from libvmi import Libvmi, LibvmiError, VMIConfig, VMIMode
         except ImportError as exc:
-            raise IntrospectError("LibVMI python bindings missing: pip install libvmi") from exc
+            raise IntrospectError("LibVMI python bindings missing: pip install 'vmroc[libvmi]' "
+                                  "(CPython 3.11 x86_64 only)") from exc
         self.guest, self.symbols, self._error = guest, symbols, LibvmiError
         try:
             self.vmi = Libvmi(str(ram_path), mode=VMIMode.FILE, config_mode=VMIConfig.DICT,

@@ -27,7 +27,7 @@ class VolatilityReader:
             from volatility3.framework import automagic, constants, contexts, plugins
             from volatility3.plugins.linux import kmsg, pslist
         except ImportError as exc:
-            raise IntrospectError("volatility3 missing: pip install volatility3") from exc
+            raise IntrospectError("volatility3 missing: pip install 'vmroc[volatility]'") from exc
         self.guest = guest
         self._pslist, self._kmsg = pslist, kmsg
         symdir = files.isf.parent / "volatility"

@@ -163,7 +163,10 @@ class Store:
             self.url = "postgresql+psycopg://" + self.url.split("://", 1)[1]
         try:
             self.engine = create_engine(self.url, echo=echo, future=True)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
+        except ImportError as exc:
+            hint = " (pip install 'vmroc[postgres]')" if "psycopg" in str(exc) else ""
+            raise StoreError(f"cannot use database {self.url!r}: {exc}{hint}") from exc
+        except (SQLAlchemyError, ValueError) as exc:
             raise StoreError(f"cannot use database {self.url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":

@@ -213,7 +213,7 @@ def require_browser() -> tuple[str, str]:
                     "packages with `bash deploy/setup.sh` (or `apt-get install chromium "
                     "chromium-driver`)", pytrace=False)
     if importlib.util.find_spec("selenium") is None:
-        pytest.fail("selenium is needed for the dashboard test: `pip install -e .`",
+        pytest.fail("selenium is needed for the dashboard test: `bash deploy/setup.sh`",
                     pytrace=False)
     return browser, driver
 
@@ -270,7 +270,7 @@ def postgres():
     if bindir is None or importlib.util.find_spec("psycopg") is None:
         pytest.fail("PostgreSQL is needed for the --db postgresql:// test: run "
                     "`bash deploy/setup.sh` (or `apt-get install postgresql` and "
-                    "`pip install -e .` for psycopg)", pytrace=False)
+                    "`pip install -e '.[postgres]'` for psycopg)", pytrace=False)
     root = Path(tempfile.mkdtemp(prefix="vmroc-pg-"))
     (root / "sock").mkdir()
     run_as: list[str] = []

@@ -138,7 +138,7 @@ def test_kernel_without_btf_is_one_line(kernels, tmp_path):
 
 
 def _volatility_table(path: Path, validate: bool):
-    _need("volatility3", "pip install volatility3")
+    _need("volatility3", "pip install 'vmroc[volatility]'")
     import volatility3.plugins
     from volatility3 import framework
     from volatility3.framework import contexts
@@ -186,7 +186,7 @@ def _vol(files, ram: Path, plugin: str, tmp: Path) -> str:
     if not vol.exists():
         vol = shutil.which("vol")
         if vol is None:
-            pytest.fail("volatility3's `vol` command not found: pip install volatility3",
+            pytest.fail("volatility3's `vol` command not found: pip install 'vmroc[volatility]'",
                         pytrace=False)
     proc = subprocess.run(
         [str(vol), "-q", "-s", str(tmp / "symbols"), "-f", str(ram), plugin],
@@ -209,7 +209,7 @@ def test_volatility_pslist_and_kmsg_on_live_guest(guest, tmp_path):
 
 def test_libvmi_walks_tasks_on_live_guest(guest):
     g, files = guest
-    libvmi = _need("libvmi", "pip install libvmi (the PyPI wheel bundles the FILE driver)")
+    libvmi = _need("libvmi", "pip install 'vmroc[libvmi]' (the PyPI wheel bundles the FILE driver)")
     cfg = {"ostype": "Linux", "volatility_ist": str(files.libvmi)}
     with libvmi.Libvmi(str(g.ram_path), mode=libvmi.VMIMode.FILE,
                        config_mode=libvmi.VMIConfig.DICT, config=cfg) as vmi:

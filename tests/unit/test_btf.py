@@ -211,7 +211,7 @@ def test_isf_types_and_symbols():
 
 
 def test_isf_validates_against_volatility_schema():
-    from volatility3 import schemas
+    schemas = pytest.importorskip("volatility3.schemas", reason="the [volatility] extra")
     isf, _ = build_isf_dict()
     assert schemas.validate(isf, use_cache=False)
 
