@@ -1,17 +1,20 @@
-# The two commands of the README. Both install what they need first.
-PYTHON ?= python3
+# The two commands of the README. Both install what they need first: deploy/setup.sh
+# makes the virtual environment $(VENV) and every target runs its Python.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 
 .PHONY: setup demo test test-fast bench model eval recordings
 
 setup:
-	bash deploy/setup.sh
+	VMROC_VENV=$(VENV) bash deploy/setup.sh
 	$(PYTHON) -m vmroc.cli image build --kernel-flavour all
 
 demo: setup
 	PYTHON=$(PYTHON) bash deploy/demo.sh
 
+# here the C accelerator must have been built (elsewhere its unit tests skip without it)
 test: setup
-	$(PYTHON) -m pytest tests
+	VMROC_REQUIRE_ACCEL=1 $(PYTHON) -m pytest tests
 
 test-fast:
 	$(PYTHON) -m pytest tests/unit

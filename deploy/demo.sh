@@ -6,12 +6,14 @@
 # store (per fault: kind, effective, detected, time to detect, rank-1 cause, right?; then
 # AC@1, AC@3, Avg@5) and the dashboard's URL, serving until Ctrl-C. DEMO_ARGS go to
 # `vmroc demo` (e.g. DEMO_ARGS=--exit for scripts). Leaves the lab and broker running.
+# PYTHON: the interpreter of vmroc's virtual environment (default: the checkout's .venv,
+# made by deploy/setup.sh).
 set -euo pipefail
-VMROC="${PYTHON:-python3} -m vmroc.cli"
+VMROC="${PYTHON:-$(dirname "$0")/../.venv/bin/python} -m vmroc.cli"
 
 $VMROC broker up
 $VMROC lab up --guests 3
 # shellcheck disable=SC2086
 $VMROC demo ${DEMO_ARGS:-}
 echo "demo done: the lab and broker are still up. Stop them with:"
-echo "  vmroc lab down && vmroc broker down"
+echo "  $VMROC lab down && $VMROC broker down"
