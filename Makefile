@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what they need first: deploy/setup.sh
 # makes the virtual environment $(VENV) and every target runs its Python.
-VENV ?= .venv
-PYTHON ?= $(VENV)/bin/python
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 
 .PHONY: setup demo test test-fast bench model eval recordings
 

@@ -19,7 +19,6 @@ importing the introspect stage (deploy sits below it).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.machinery
 import importlib.metadata
@@ -320,7 +319,7 @@ def check_gcc() -> Check:
         built = _accel_file() is not None
         return _result("gcc", built, "no gcc" + ("; not needed now: the C sampler is built"
                                                   if built else ""),
-                       f"apt-get install gcc python3-dev, then pip install -e . (or {SETUP})",
+                       f"apt-get install gcc python3-dev, then {SETUP}",
                        False)
     out = _run([gcc, "--version"])
     first = out.stdout.splitlines()[0] if out and out.stdout else "no answer to --version"
@@ -341,7 +340,7 @@ def _accel_file() -> Path | None:
 
 def check_c_module() -> Check:
     name = "vmroc.introspect._accel._vmread"
-    fix = f"apt-get install gcc python3-dev, then pip install -e . (or {SETUP})"
+    fix = f"apt-get install gcc python3-dev, then {SETUP}"
     path = _accel_file()
     if path is None:
         return _result("c-module", False, f"{name} is not built: sampling falls back to "
@@ -356,7 +355,7 @@ def check_c_module() -> Check:
     source = path.parent / "vmread.c"
     if source.exists() and source.stat().st_mtime > path.stat().st_mtime:
         return _result("c-module", False, f"{path} is older than {source.name}",
-                       "pip install -e . (rebuilds it)", False)
+                       f"{SETUP} (rebuilds it)", False)
     return _result("c-module", True, f"{name} loads ({path})", "", False)
 
 
@@ -436,14 +435,15 @@ def check_image() -> Check:
 
 
 # -- Python extras ------------------------------------------------------------------------
-def _module_check(name: str, module: str, dist: str, role: str) -> Callable[[], Check]:
+def _module_check(name: str, module: str, dist: str, role: str,
+                  extra: str) -> Callable[[], Check]:
     def check() -> Check:
         try:
             __import__(module)
         except Exception as exc:  # noqa: BLE001 - any import failure is the finding
             return _result(name, False, f"{module} does not import ({type(exc).__name__}: "
                                         f"{exc}); {role}",
-                           f"pip install '{dist}' (a vmroc dependency: pip install -e .)",
+                           f"pip install 'vmroc[{extra}]' (or {SETUP}, which installs every extra)",
                            False)
         try:
             version = importlib.metadata.version(dist)
@@ -457,9 +457,10 @@ def _module_check(name: str, module: str, dist: str, role: str) -> Callable[[], 
 CHECKS: list[Callable[[], Check]] = [
     check_qemu, check_accel, check_privileges, check_java, check_maven, check_broker,
     check_gcc, check_c_module, check_disk, check_shm, check_image,
-    _module_check("libvmi", "libvmi", "libvmi", "for `vmroc sample --backend libvmi`"),
+    _module_check("libvmi", "libvmi", "libvmi", "for `vmroc sample --backend libvmi`",
+                  "libvmi"),
     _module_check("volatility3", "volatility3.framework", "volatility3",
-                  "for `vmroc sample --backend volatility`"),
+                  "for `vmroc sample --backend volatility`", "volatility"),
 ]
 
 

@@ -4,7 +4,6 @@ reads and writes (shipped campaigns, encoded events) and against what it refuses
 import json
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from vmroc import events, schema
@@ -15,6 +14,8 @@ from vmroc.inject.campaign import Campaign, load_yaml
 from vmroc.inject.campaign_schema import MAX_DURATION_S, campaign_schema
 from vmroc.inject.errors import SpecError
 from vmroc.inject.spec import parse_duration
+
+jsonschema = pytest.importorskip("jsonschema", reason="needs the [test] extra")
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGNS = sorted([*ROOT.glob("deploy/campaigns/*.yaml"), *ROOT.glob("data/recordings/*.yaml")])
