@@ -42,7 +42,7 @@ from vmroc.home import home
 
 from . import image as _image
 from . import lab as _lab
-from .broker import Broker, DEFAULT_PORT, _default_java, kafka_version
+from .broker import DEFAULT_PORT, Broker, _default_java, kafka_version
 from .errors import ImageError, LabError
 
 __all__ = ["Check", "run_checks", "CHECKS", "STATUSES"]

@@ -18,8 +18,15 @@ it logs to ``inject.<kind>.<guest>``.
 
 import logging
 
-from .errors import (ApplyError, FaultStateError, InjectError, LedgerError, SpecError,
-                     TargetError, TeardownError)
+from .errors import (
+    ApplyError,
+    FaultStateError,
+    InjectError,
+    LedgerError,
+    SpecError,
+    TargetError,
+    TeardownError,
+)
 from .lease import heal, leases
 from .ledger import Ledger
 from .registry import KINDS, LEVELS, Kind, Param, all_kinds, get_kind, register

@@ -19,9 +19,9 @@ from typing import Any
 
 from vmroc.events import Anomaly
 
+from . import DEFAULT_RANKER  # noqa: F401 - one declaration, in the light package module
 from .baselines import Baro, Dummy, FeatureSeries, NSigma
 from .causal import CausalGraphRanker
-from . import DEFAULT_RANKER  # noqa: F401 - one declaration, in the light package module
 from .ensemble import Ensemble
 from .errors import RCAError
 from .ranker import CausalRanker

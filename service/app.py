@@ -91,7 +91,8 @@ def _secs(value: float | None) -> str:
 
 def _heal(lab: str):
     def heal() -> list[dict]:
-        from vmroc.inject import Ledger, heal as heal_faults
+        from vmroc.inject import Ledger
+        from vmroc.inject import heal as heal_faults
         ledger = Ledger()
         try:
             return heal_faults(lab=lab, all=True, ledger=ledger)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vmroc.deploy import Lab
-
 from vmroc.inject.campaign import Campaign, CampaignResult, Step, hms, run_campaign
 from vmroc.inject.errors import SpecError
 from vmroc.inject.ledger import Ledger

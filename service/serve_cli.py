@@ -60,8 +60,8 @@ def register(subparsers) -> None:
 
 
 def cmd_serve(args) -> int:
-    from vmroc.rca.cli import depends_of
     from vmroc.proc import stop_on_signals
+    from vmroc.rca.cli import depends_of
     from vmroc.rca.rankers import check_ranker
 
     from .server import Service

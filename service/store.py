@@ -21,13 +21,27 @@ import functools
 import hashlib
 import logging
 import time
-from contextlib import contextmanager
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import (JSON, Column, Float, Index, Integer, LargeBinary, MetaData, String,
-                        Table, Text, create_engine, event, func, select)
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from vmroc.errors import VmrocError
@@ -171,7 +185,7 @@ class Store:
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             if self.url.rstrip("/").endswith(":memory:") or self.url == "sqlite://":
-                from sqlalchemy.pool import StaticPool   # one connection: one memory database
+                from sqlalchemy.pool import StaticPool  # one connection: one memory database
                 self.engine = create_engine(self.url, echo=echo, poolclass=StaticPool,
                                             connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -14,8 +14,8 @@ import socket
 
 import pytest
 
-from vmroc.deploy.broker import Broker, BrokerError
 from vmroc import bus
+from vmroc.deploy.broker import Broker, BrokerError
 
 
 def pytest_configure(config):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from vmroc.deploy.broker import Broker, BrokerError, embedded
 from tests.fixtures_broker import free_ports
 from vmroc import bus
+from vmroc.deploy.broker import Broker, BrokerError, embedded
 from vmroc.events import Anomaly, Cause, FaultEvent, Incident, Sample, decode, encode
 
 pytestmark = pytest.mark.real

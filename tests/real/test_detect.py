@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from vmroc.bus import ANOMALIES, Consumer, Producer
 from vmroc.detect import Detector, run_detector
 from vmroc.inject import FaultSpec, Ledger, run
 from vmroc.introspect.stream import stream
-from vmroc.bus import ANOMALIES, Consumer, Producer
 
 pytestmark = pytest.mark.real
 

@@ -14,13 +14,13 @@ import time
 
 import pytest
 
+from vmroc.bus import Producer
 from vmroc.detect import Detector, run_detector
 from vmroc.inject import Ledger
 from vmroc.inject.campaign import Campaign, run_campaign
 from vmroc.introspect.stream import stream
 from vmroc.rca import format_faults, run_rca
 from vmroc.rca.scorecard import score, summarize
-from vmroc.bus import Producer
 
 from .test_detect import wait_for
 

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.synthetic_lab import DEPENDS, events, write_recording
 from vmroc.bus import FAULTS, SAMPLES, Message, Producer
 from vmroc.events import Sample
 from vmroc.service.recording import replay_publish
 from vmroc.service.store import Store
 from vmroc.service.worker import Processor
-
-from tests.unit.synthetic_lab import DEPENDS, events, write_recording
 
 pytestmark = pytest.mark.real
 
@@ -298,8 +297,8 @@ def postgres():
 
 
 def test_the_store_on_postgresql_restarts_without_losing_or_repeating(postgres):
-    from vmroc.service.app import create_app
     from tests.unit.test_service import T0, incident_keys, messages, processor, run
+    from vmroc.service.app import create_app
 
     store = Store(postgres)
     msgs = messages(events(T0))

@@ -10,8 +10,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from vmroc.introspect.features import (CPU_STATS, NODE_STATS, PF_KTHREAD, SNMP, TASK_IDLE,
-                                       VM_EVENTS, ZONE_STATS)
+from vmroc.introspect.features import (
+    CPU_STATS,
+    NODE_STATS,
+    PF_KTHREAD,
+    SNMP,
+    TASK_IDLE,
+    VM_EVENTS,
+    ZONE_STATS,
+)
 from vmroc.introspect.kernel import KernelView
 
 PAGE = 4096

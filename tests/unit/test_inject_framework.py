@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from vmroc.inject import (FaultSpec, InjectError, Ledger, SpecError, Target, all_kinds, get_kind,
-                    parse_duration)
+from vmroc.inject import (
+    FaultSpec,
+    InjectError,
+    Ledger,
+    SpecError,
+    Target,
+    all_kinds,
+    get_kind,
+    parse_duration,
+)
 from vmroc.inject.fault import Fault
 from vmroc.inject.lease import Lease, heal, leases
 from vmroc.inject.ledger import event
@@ -90,8 +98,8 @@ def test_a_kind_declares_its_part_shared_mechanism_and_reach():
 
 def test_every_kind_breaks_the_part_rca_scored_it_against_before_v0_2():
     from vmroc.events import FaultEvent
-    from vmroc.rca import PARTS
     from vmroc.inject.registry import PARTS as KIND_PARTS
+    from vmroc.rca import PARTS
     assert set(KIND_PARTS) <= set(PARTS)
     for k in all_kinds():
         legacy = FaultEvent(fault_id="f", kind=k.name, level=k.level, phase="injected", ts=0)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from vmroc.events import Anomaly, FaultEvent
 from vmroc.rca import CausalRanker, Correlator, RCAError, feature_part, format_faults
 from vmroc.rca.scorecard import score, summarize
-from vmroc.events import Anomaly, FaultEvent
 
 TOPOLOGY = {"g2": ["g1"], "g3": ["g1"]}  # g2 and g3 call g1
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from vmroc.service.recording import RecordingError, replay_offline
 from vmroc.events import FaultEvent, to_dict
+from vmroc.service.recording import RecordingError, replay_offline
 
 from .test_detect import guest_stream
 
