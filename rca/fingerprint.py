@@ -72,7 +72,7 @@ def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: 
                                 series.window(g, first, end), len(series.names)), parts)
              for g in guests}
     callers = {g: 0 for g in guests}
-    for client, servers in (depends or {}).items():
+    for servers in (depends or {}).values():
         for server in servers:
             callers[server] = callers.get(server, 0) + 1
     ranks = {name: {c.component: (n, c.score) for n, c in enumerate(causes, 1)}

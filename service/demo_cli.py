@@ -72,7 +72,10 @@ def cmd_demo(args) -> int:
     if args.verbose < 1:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     check_ranker(args.ranker)
-    say = (lambda msg: print(f"vmroc demo: {msg}", file=sys.stderr, flush=True))
+
+    def say(msg: str) -> None:
+        print(f"vmroc demo: {msg}", file=sys.stderr, flush=True)
+
     campaign = Campaign.load(args.campaign or shipped_campaigns()["demo"])
     stop = stop_on_signals()
     servers = bootstrap(start_broker=embedded)

@@ -56,7 +56,8 @@ def test_spec_is_immutable_and_validated():
         FaultSpec.from_dict({"kind": "net-drop", "when": 3})
     with pytest.raises(SpecError, match="addr"):
         Target(("g1",), addr=(-1, 5))
-    assert FaultSpec.from_yaml("kind: net-drop\ntarget: {guests: [g1, g2]}\n").guests == ("g1", "g2")
+    spec = FaultSpec.from_yaml("kind: net-drop\ntarget: {guests: [g1, g2]}\n")
+    assert spec.guests == ("g1", "g2")
 
 
 @pytest.mark.parametrize("text,seconds", [("10", 10), ("10s", 10), ("500ms", 0.5),
@@ -278,7 +279,7 @@ def test_runner_reverts_on_exception_and_on_failed_invoke(tmp_path):
     f = _fault(tmp_path)
     with pytest.raises(ZeroDivisionError):
         with f:
-            1 / 0
+            raise ZeroDivisionError("in the body of the fault's with")
     assert f.id not in APPLIED and f.runstate == "stopped"
     g = _fault(tmp_path, fail="invoke")
     with pytest.raises(InjectError, match="on purpose"):
@@ -345,7 +346,8 @@ def test_the_kind_table_in_docs_is_the_registrys():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["net-drop", "--name", "nolab", "-g", "g1", "-p", "loss=500"], "SpecError: net-drop: bad value"),
+    (["net-drop", "--name", "nolab", "-g", "g1", "-p", "loss=500"],
+     "SpecError: net-drop: bad value"),
     (["net-drop", "--name", "nolab", "-g", "g1", "-p", "nope=1"], "unknown parameter 'nope'"),
     (["net-drop", "--name", "nolab", "-g", "g1", "-p", "junk"], "use KEY=VALUE"),
     (["net-drop", "--name", "nolab", "-g", "g1"], "TargetError: lab nolab is not up"),

@@ -12,11 +12,11 @@ from vmroc.introspect.layers import FOUR_GIB, AddressError, KernelSpace, RamFile
 MiB = 1 << 20
 
 
-def ram_file(tmp_path, size: int, writes: dict[int, bytes] = {}):
+def ram_file(tmp_path, size: int, writes: dict[int, bytes] | None = None):
     path = tmp_path / "guest.ram"
     with open(path, "wb") as f:
         f.truncate(size)  # sparse: costs no disk
-        for off, data in writes.items():
+        for off, data in (writes or {}).items():
             f.seek(off)
             f.write(data)
     return RamFile(path)
@@ -64,7 +64,8 @@ def test_four_level_walk_with_4k_and_2m_pages(tmp_path):
     space = KernelSpace(ram, pml4, phys_base=0)
     assert space.read(vaddr, 5) == b"found"
     assert space.read(big_v, 5) == b"large"
-    with pytest.raises(AddressError, match=r"kernel-virtual address 0xffffc90000a00000: not present"):
+    with pytest.raises(AddressError,
+                       match=r"kernel-virtual address 0xffffc90000a00000: not present"):
         space.read(0xFFFF_C900_00A0_0000, 8)
 
 
