@@ -43,7 +43,8 @@ class Lease:
         self.data = data
 
     @classmethod
-    def create(cls, fault_id: str, payload: dict[str, Any], directory: Path | None = None) -> "Lease":
+    def create(cls, fault_id: str, payload: dict[str, Any],
+               directory: Path | None = None) -> "Lease":
         pid = os.getpid()
         data = {"fault_id": fault_id, "owner_pid": pid, "owner_start": _start_time(pid),
                 "created": time.time(), **payload}

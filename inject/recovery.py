@@ -50,7 +50,8 @@ def wait_recovered(lab: Lab, watch: dict[str, list[str]], marks: dict[str, Seria
                 continue
             ref = first.setdefault(name, [lines[0]])[0]
             last = lines[-1]
-            behind = [k for k in keys if last.get(k, 0) <= ref.get(k, 0) and last["up"] >= ref["up"]]
+            behind = [k for k in keys
+                      if last.get(k, 0) <= ref.get(k, 0) and last["up"] >= ref["up"]]
             if len(lines) >= 2 and not behind:
                 done[name] = time.monotonic() - t0
             else:

@@ -119,7 +119,8 @@ class FaultSpec:
             raise SpecError(f"bad params {self.params!r}: expected a mapping")
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "duration", parse_duration(self.duration))
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, int)):
             raise SpecError(f"bad seed {self.seed!r}: expected an integer")
 
     def __hash__(self) -> int:

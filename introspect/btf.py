@@ -49,7 +49,8 @@ class BtfType:
     name: str
     kind_flag: bool = False
     size: int = 0          # INT, STRUCT, UNION, ENUM, ENUM64, DATASEC, FLOAT
-    type: int = 0          # PTR, TYPEDEF, qualifiers, FUNC, FUNC_PROTO (return), VAR, DECL_TAG, ARRAY (elem)
+    type: int = 0          # PTR, TYPEDEF, qualifiers, FUNC, FUNC_PROTO (return), VAR,
+                           # DECL_TAG, ARRAY (elem)
     members: list = field(default_factory=list)
     # INT: (encoding, bit offset, bits); ARRAY: nelems; VAR: linkage; DECL_TAG: component index
     extra: object = None

@@ -261,8 +261,8 @@ class IsfBuilder:
             kind, signed = "float", True
         else:
             enc = t.extra[0]
-            kind = "bool" if enc & B.INT_BOOL else "char" if (enc & B.INT_CHAR or t.name == "char") \
-                else "int"
+            kind = ("bool" if enc & B.INT_BOOL
+                    else "char" if (enc & B.INT_CHAR or t.name == "char") else "int")
             signed = bool(enc & B.INT_SIGNED)
         self.base_types[t.name] = {"size": t.size, "signed": signed, "kind": kind,
                                    "endian": "little"}
@@ -393,7 +393,8 @@ class IsfBuilder:
                 offset = (offset + a - 1) // a * a
                 fields[member] = {"type": desc, "offset": offset}
                 offset, align = offset + size, max(align, a)
-            self.user_types[name] = {"kind": "struct", "size": (offset + align - 1) // align * align,
+            self.user_types[name] = {"kind": "struct",
+                                     "size": (offset + align - 1) // align * align,
                                      "fields": fields}
         return {"kind": "struct", "name": name}
 
@@ -446,8 +447,8 @@ class IsfBuilder:
 
 
 _C_ALIASES = {"unsigned long": "long unsigned int", "unsigned short": "short unsigned int",
-              "long": "long int", "short": "short int", "unsigned long long": "long long unsigned int",
-              "long long": "long long int"}
+              "long": "long int", "short": "short int",
+              "unsigned long long": "long long unsigned int", "long long": "long long int"}
 
 
 def libvmi_variant(isf: dict, ksyms: Kallsyms) -> dict:

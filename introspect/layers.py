@@ -46,7 +46,8 @@ class RamFile:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
-            raise IntrospectError(f"cannot open guest RAM file {self.path}: {exc.strerror}") from exc
+            raise IntrospectError(f"cannot open guest RAM file {self.path}: "
+                                  f"{exc.strerror}") from exc
         try:
             self.size = os.fstat(fd).st_size
             if self.size < (16 << 20):
@@ -64,7 +65,8 @@ class RamFile:
             return paddr
         if FOUR_GIB <= paddr and paddr + length <= FOUR_GIB + self.high:
             return paddr - FOUR_GIB + self.low
-        raise AddressError(self.name, paddr, f"outside guest RAM ({self.size >> 20} MiB, q35 layout)")
+        raise AddressError(self.name, paddr,
+                           f"outside guest RAM ({self.size >> 20} MiB, q35 layout)")
 
     def read(self, paddr: int, length: int) -> bytes:
         off = self.offset(paddr, length)
@@ -124,7 +126,8 @@ class KernelSpace:
             try:
                 entry = self.ram.u64(table + ((vaddr >> shift) & 0x1FF) * 8)
             except AddressError as exc:
-                raise AddressError(self.name, vaddr, f"page table at {table:#x} outside RAM") from exc
+                raise AddressError(self.name, vaddr,
+                                   f"page table at {table:#x} outside RAM") from exc
             if not entry & 1:
                 raise AddressError(self.name, vaddr, f"not present (level {len(shifts) - level})")
             if shift in (30, 21) and entry & 0x80:  # 1 GiB or 2 MiB page

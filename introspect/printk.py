@@ -43,7 +43,8 @@ class KernelLog:
         o = lambda t, m: k.off(t, m)  # noqa: E731
         self.o_desc_ring = o("printk_ringbuffer", "desc_ring")
         self.o_text_ring = o("printk_ringbuffer", "text_data_ring")
-        self.o_count_bits, self.o_descs = o("prb_desc_ring", "count_bits"), o("prb_desc_ring", "descs")
+        self.o_count_bits = o("prb_desc_ring", "count_bits")
+        self.o_descs = o("prb_desc_ring", "descs")
         self.o_infos, self.o_head = o("prb_desc_ring", "infos"), o("prb_desc_ring", "head_id")
         self.o_tail = o("prb_desc_ring", "tail_id")
         self.o_size_bits, self.o_data = o("prb_data_ring", "size_bits"), o("prb_data_ring", "data")

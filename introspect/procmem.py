@@ -28,8 +28,9 @@ def find_task(k: GuestKernel, comm: str | None = None, pid: int | None = None) -
                 raise IntrospectError(f"{t['comm']} (pid {t['pid']}) is a kernel thread: "
                                       "it has no user pages")
             return t["address"]
+    running = ", ".join(sorted({t["comm"] for t in tasks if not t["kthread"]}))
     raise IntrospectError(f"guest {k.guest}: no process {comm if pid is None else pid!r} "
-                          f"(running: {', '.join(sorted({t['comm'] for t in tasks if not t['kthread']}))})")
+                          f"(running: {running})")
 
 
 def _table(k: GuestKernel, phys: int) -> tuple[int, ...]:

@@ -39,7 +39,8 @@ class VolatilityReader:
             constants.SYMBOL_BASEPATHS.insert(0, str(symdir))
         framework.import_files(volatility3.plugins, True)
         self.ctx = contexts.Context()
-        self.ctx.config["automagic.LayerStacker.single_location"] = Path(ram_path).resolve().as_uri()
+        self.ctx.config["automagic.LayerStacker.single_location"] = \
+            Path(ram_path).resolve().as_uri()
         autos = automagic.choose_automagic(automagic.available(self.ctx), pslist.PsList)
         try:
             plugin = plugins.construct_plugin(self.ctx, autos, pslist.PsList, "plugins", None, None)

@@ -31,7 +31,8 @@ DEFAULT_RANKER = "ensemble"
 
 # scikit-learn takes ~0.5 s to import: load the rankers on first use.
 _LAZY = {"PARTS": "components", "component": "components", "feature_part": "components",
-         "Correlator": "incidents", "CausalRanker": "ranker", "BASELINES": "rankers", "RANKERS": "rankers", "make_ranker": "rankers",
+         "Correlator": "incidents", "CausalRanker": "ranker", "BASELINES": "rankers",
+         "RANKERS": "rankers", "make_ranker": "rankers",
          "format_faults": "scorecard", "scorecard": "scorecard", "TABLE_RANKERS": "table",
          "rank_table": "table", "run_rca": "worker"}
 

@@ -23,8 +23,8 @@ it on are the anomaly. No lab and no feature names are needed. The rankers
 - ``dummy``: a random order, seeded by the table (the floor).
 
 Columns constant over the whole table score 0 and rank last. Missing cells (empty in a
-CSV, NaN, infinite) take the previous value of their column. Lags are counted in rows. Bad input raises ``RCAError`` with a
-one-line message.
+CSV, NaN, infinite) take the previous value of their column. Lags are counted in rows.
+Bad input raises ``RCAError`` with a one-line message.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ class DiskEio:
             end = (p["sector"] + p["sectors"]) * SECTOR
             size = _disk_size(fx)
             if end > size:
-                raise TargetError(f"disk-eio: sectors {p['sector']}..{p['sector'] + p['sectors'] - 1}"
+                last = p["sector"] + p["sectors"] - 1
+                raise TargetError(f"disk-eio: sectors {p['sector']}..{last}"
                                   f" are outside {fx.guest.name}'s disk ({size // SECTOR} "
                                   "sectors)", kind="disk-eio", guest=fx.guest.name)
 

@@ -70,7 +70,8 @@ def listening_addresses(port: int) -> set[str]:
             local, state = line.split()[1], line.split()[3]
             addr, hexport = local.split(":")
             if state == "0A" and int(hexport, 16) == port:
-                v4 = addr[-8:] if name == "tcp" or addr.startswith("0000000000000000FFFF0000") else None
+                mapped = addr.startswith("0000000000000000FFFF0000")  # ::ffff:a.b.c.d
+                v4 = addr[-8:] if name == "tcp" or mapped else None
                 found.add(socket.inet_ntoa(bytes.fromhex(v4)[::-1]) if v4 else addr)
     return found
 
@@ -269,7 +270,8 @@ def test_broker_cli_up_status_down_keeps_data_until_wipe(tmp_path, broker):
     jars = broker.jars_dir
     (tmp_path / "kafka").mkdir()
     (tmp_path / "kafka" / jars.name).symlink_to(jars)
-    env = {k: v for k, v in os.environ.items() if k != "VMROC_KAFKA"} | {"VMROC_HOME": str(tmp_path)}
+    env = ({k: v for k, v in os.environ.items() if k != "VMROC_KAFKA"}
+           | {"VMROC_HOME": str(tmp_path)})
     port, cport = free_ports(2)
     try:
         up = vmroc("broker", "up", "--port", str(port), "--controller-port", str(cport),

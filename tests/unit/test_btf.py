@@ -73,7 +73,8 @@ def sample_btf():
     ids["enum_s"] = w.add(B.ENUM, "e_signed", 2, 1, 4,
                           struct.pack("<Ii", w.s("NEG"), -1) + struct.pack("<Ii", w.s("ONE"), 1))
     ids["enum_u"] = w.add(B.ENUM, "e_unsigned", 2, 0, 4,
-                          struct.pack("<II", w.s("NR_A"), 0) + struct.pack("<II", w.s("NR_ITEMS"), 3))
+                          struct.pack("<II", w.s("NR_A"), 0)
+                          + struct.pack("<II", w.s("NR_ITEMS"), 3))
     ids["enum64"] = w.add(B.ENUM64, "e64", 1, 0, 8,
                           struct.pack("<III", w.s("BIG"), 0, 1))
     ids["const_int"] = w.add(B.CONST, size_or_type=ids["int"])

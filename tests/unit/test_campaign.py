@@ -228,7 +228,8 @@ def test_bad_composed_entries_are_one_line_errors(tmp_path, case):
 
 def test_auto_ids_skip_the_ones_given(tmp_path):
     c = load(tmp_path, "faults:\n"
-                       "  - group: {faults: [{kind: cpu-nmi, guest: g1}, {kind: cpu-nmi, guest: g2}]}\n"
+                       "  - group: {faults: [{kind: cpu-nmi, guest: g1}, "
+                       "{kind: cpu-nmi, guest: g2}]}\n"
                        "  - group: {at: 30s, id: group-1, faults: [{kind: cpu-nmi, guest: g1}, "
                        "{kind: cpu-nmi, guest: g2}]}\n")
     assert sorted({s.group for s in c.steps}) == ["group-1", "group-2"]
