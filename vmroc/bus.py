@@ -173,10 +173,14 @@ class Producer:
     ``send``; ``flush``/``close`` send partial packs). Consumers unpack
     transparently. It multiplies throughput at high per-key rates; at 10 Hz per
     guest it only adds latency, so leave it off there.
+
+    Samples go in the compact form (``vmroc.events``; JSON if msgspec is missing),
+    other events as JSON; consumers read both. ``compact=False`` sends samples as JSON
+    too, for consumers of a vmroc older than the compact form.
     """
 
     def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 1,
-                 pack_ms: float = 50.0, **options: Any):
+                 pack_ms: float = 50.0, compact: bool = True, **options: Any):
         self.servers = servers or bootstrap()
         if ensure and self.servers not in _ensured:
             ensure_topics(self.servers)
@@ -185,6 +189,7 @@ class Producer:
                       max_block_ms=20000, delivery_timeout_ms=60000)
         self._producer = _connect("producer", self.servers, **(config | options))
         self.pack, self.pack_s = max(1, pack), pack_ms / 1000
+        self.compact = compact
         self._packs: dict[tuple[str, str | None], tuple[float, list[_Event]]] = {}
         self.sent = 0
 
@@ -195,20 +200,20 @@ class Producer:
         key = event.key if key is None else key
         self.sent += 1
         if self.pack == 1:
-            return self._send(event.topic, key, encode(event))
+            return self._send(event.topic, key, encode(event, compact=self.compact))
         now = time.monotonic()
         started, events = self._packs.setdefault((event.topic, key), (now, []))
         events.append(event)
         future = None
         if len(events) >= self.pack:
             del self._packs[(event.topic, key)]
-            future = self._send(event.topic, key, encode_pack(events))
+            future = self._send(event.topic, key, encode_pack(events, compact=self.compact))
         while self._packs:                      # oldest first: dicts keep insert order
             (topic, k), (started, events) = next(iter(self._packs.items()))
             if now - started < self.pack_s:
                 break
             del self._packs[(topic, k)]
-            self._send(topic, k, encode_pack(events))
+            self._send(topic, k, encode_pack(events, compact=self.compact))
         return future
 
     def _send(self, topic: str, key: str | None, value: bytes):
@@ -220,7 +225,8 @@ class Producer:
         from kafka.errors import KafkaError
         packs, self._packs = self._packs, {}
         for (topic, key), (_, events) in packs.items():
-            self._send(topic, key, encode_pack(events) if len(events) > 1 else encode(events[0]))
+            self._send(topic, key, encode_pack(events, compact=self.compact) if len(events) > 1
+                       else encode(events[0], compact=self.compact))
         try:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:

@@ -1,8 +1,9 @@
 """Every event that crosses the bus: one frozen dataclass per schema, versioned.
 
 Each event class has ``schema`` (name), ``v`` (version), ``topic`` (where it is
-published) and ``key`` (the Kafka message key, e.g. the guest). On the wire an
-event is one JSON object: ``{"schema": "sample", "v": 1, ...fields}``.
+published) and ``key`` (the Kafka message key, e.g. the guest). As JSON an event
+is one object: ``{"schema": "sample", "v": 1, ...fields}``; samples travel on the bus
+in a compact form (below).
 
     data = encode(Sample(guest="g1", ts=time.time(), features={"tasks": 51},
                          backend="accel", consistent=True, seq=7))
@@ -15,6 +16,16 @@ renaming, removing or retyping one does (bump ``v``).
 
 A *pack* (``encode_pack``/``decode_pack``) is a JSON array of events of one topic
 and key in one Kafka message; ``vmroc.bus`` uses it to amortise per-message cost.
+
+Samples (nearly all the traffic) also have a *compact* form, what ``vmroc.bus``
+sends: ``encode(sample, compact=True)``, MessagePack behind a 3-byte header
+(``0xC1``, a byte that starts no JSON text and no MessagePack value; the layout
+version; 0 for one event, 1 for a pack), then the fields by position, the task
+records as one table when they share their keys (the sampler's: keys once, then
+rows). msgspec decodes it into a typed struct,
+checking every field in C, so no per-field Python check runs on that path;
+``decode`` and ``decode_pack`` take either form, and bad compact bytes raise the
+same ``SchemaError``. Without msgspec, ``compact=True`` writes JSON (logged once).
 """
 
 from __future__ import annotations
@@ -22,19 +33,31 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Union
+from itertools import repeat
+from operator import itemgetter
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 from .errors import VmrocError
+
+try:
+    import msgspec
+except ImportError:             # compact samples need it; JSON works without
+    msgspec = None
 
 __all__ = [
     "SchemaError", "Sample", "FaultEvent", "Anomaly", "Cause", "Incident",
     "encode", "decode", "encode_pack", "decode_pack", "to_dict", "from_dict",
-    "SCHEMAS", "TOPICS", "PHASES",
+    "SCHEMAS", "TOPICS", "PHASES", "COMPACT",
 ]
+
+log = logging.getLogger(__name__)
 
 PHASES = ("injected", "effect-observed", "recovered", "ineffective")
 Phase = Literal["injected", "effect-observed", "recovered", "ineffective"]
@@ -200,15 +223,24 @@ def _field_checks(cls: type) -> list[tuple[str, str, Callable[[Any, str, str], A
             for f in dataclasses.fields(cls)]
 
 
-def encode(event: _Event) -> bytes:
-    """The event as compact UTF-8 JSON, with ``schema`` and ``v`` first."""
+def encode(event: _Event, *, compact: bool = False) -> bytes:
+    """The event as UTF-8 JSON without spaces, ``schema`` and ``v`` first; with
+    ``compact``, a sample in the compact form instead (other events stay JSON)."""
     if not isinstance(event, _Event):
         raise SchemaError(f"cannot encode {type(event).__name__}: not a vmroc event")
+    if compact and type(event) is Sample and _compact_ok():
+        try:
+            return _ONE + _ENCODER.encode(_sample_row(event))
+        except (OverflowError, TypeError):      # e.g. an int past 64 bits: JSON has it
+            pass
     return json.dumps(to_dict(event), separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode(topic_or_schema: str, data: bytes | bytearray | memoryview | None) -> _Event:
-    """Parse and validate ``data`` as the event expected on that topic (or schema)."""
+    """Parse and validate ``data`` (JSON or compact) as the event expected on that
+    topic (or schema)."""
+    if data and data[0] == _MAGIC:
+        return _decode_compact(topic_or_schema, data, pack=False)[0]
     cls, obj = _parse(topic_or_schema, data)
     if not isinstance(obj, dict):
         raise SchemaError(f"{cls.schema}: expected a JSON object, got "
@@ -216,15 +248,24 @@ def decode(topic_or_schema: str, data: bytes | bytearray | memoryview | None) ->
     return _build(cls, obj)
 
 
-def encode_pack(events: list[_Event]) -> bytes:
-    """Several events of one topic as one message: a JSON array of event objects."""
+def encode_pack(events: list[_Event], *, compact: bool = False) -> bytes:
+    """Several events of one topic as one message: a JSON array of event objects, or
+    with ``compact`` and only samples, one compact message."""
+    if compact and events and all(type(e) is Sample for e in events) and _compact_ok():
+        try:
+            return _PACK + _ENCODER.encode([_sample_row(e) for e in events])
+        except (OverflowError, TypeError):
+            pass
     return b"[" + b",".join(encode(e) for e in events) + b"]"
 
 
 def decode_pack(topic_or_schema: str, data: bytes | bytearray | memoryview | None
                 ) -> list[_Event]:
-    """The events of a message that is one event or a pack (``encode_pack``); any
-    invalid item makes the whole message invalid (the error names the item)."""
+    """The events of a message that is one event or a pack (``encode_pack``), JSON or
+    compact; any invalid item makes the whole message invalid (the error names the
+    item)."""
+    if data and data[0] == _MAGIC:
+        return _decode_compact(topic_or_schema, data, pack=None)
     cls, obj = _parse(topic_or_schema, data)
     if isinstance(obj, dict):
         return [_build(cls, obj)]
@@ -242,12 +283,17 @@ def decode_pack(topic_or_schema: str, data: bytes | bytearray | memoryview | Non
     return events
 
 
-def _parse(topic_or_schema: str, data: bytes | bytearray | memoryview | None
-           ) -> tuple[type, Any]:
+def _schema_class(topic_or_schema: str) -> type:
     cls = TOPICS.get(topic_or_schema) or SCHEMAS.get(topic_or_schema)
     if cls is None:
         raise SchemaError(f"no event schema for {topic_or_schema!r}: expected one of "
                           f"{sorted(TOPICS) + sorted(SCHEMAS)}")
+    return cls
+
+
+def _parse(topic_or_schema: str, data: bytes | bytearray | memoryview | None
+           ) -> tuple[type, Any]:
+    cls = _schema_class(topic_or_schema)
     if data is None:
         raise SchemaError(f"{cls.schema}: empty message (null value)", cls.schema)
     try:
@@ -415,3 +461,148 @@ def _bad(value: Any, path: str, schema: str, why: str) -> SchemaError:
 
 def _name(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+# -- the compact form of samples (MessagePack, decoded by msgspec) -------------------
+
+COMPACT = msgspec is not None       # whether compact=True writes the compact form
+_MAGIC = 0xC1                       # never the first byte of JSON text or of MessagePack
+_LAYOUT = 1                         # the field order of _SampleV1: a new one gets 2
+_ONE = bytes((_MAGIC, _LAYOUT, 0))  # header of one sample
+_PACK = bytes((_MAGIC, _LAYOUT, 1))  # header of a pack of samples
+_warned_json = False
+
+
+def _compact_ok() -> bool:
+    global _warned_json
+    if msgspec is None and not _warned_json:
+        _warned_json = True
+        log.warning("msgspec is not installed: samples go on the bus as JSON "
+                    "(pip install msgspec for the compact form)")
+    return msgspec is not None
+
+
+def _sample_row(s: Sample) -> tuple:
+    """A sample in layout 1: its fields by position; task records that all have the
+    same keys (the sampler's) as one table, ``task_keys`` and ``task_rows``."""
+    tasks, keys, rows = s.tasks, None, None
+    if tasks:
+        first = tasks[0].keys()
+        if len(first) > 1 and all(t.keys() == first for t in tasks):
+            keys = list(first)
+            get = itemgetter(*keys)
+            rows, tasks = [get(t) for t in tasks], None
+    return (s.schema, s.v, s.guest, s.ts, s.features, s.backend, s.consistent, s.seq,
+            s.flags, s.log, tasks, keys, rows)
+
+
+if msgspec is not None:
+    _Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+    _Number = Union[int, _Finite]
+    _Value = Union[None, bool, int, _Finite, str, list[Any], dict[str, Any]]
+
+    class _SampleV1(msgspec.Struct, array_like=True, gc=False):
+        """Layout 1: what ``Sample`` declares, as msgspec checks it (in C) on decode.
+        Fields may be added at the end with a default (older readers ignore them)."""
+
+        schema: str
+        v: int
+        guest: str
+        ts: _Number
+        features: dict[str, _Number]
+        backend: str
+        consistent: bool
+        seq: int = 0
+        flags: list[str] = []
+        log: Union[list[str], None] = None
+        tasks: Union[list[dict[str, _Value]], None] = None     # records, if no table
+        task_keys: Union[list[str], None] = None                # the table's columns
+        task_rows: Union[list[list[_Value]], None] = None       # and rows
+
+    _ENCODER = msgspec.msgpack.Encoder()
+    _DECODERS = {False: msgspec.msgpack.Decoder(_SampleV1),
+                 True: msgspec.msgpack.Decoder(list[_SampleV1])}
+    # a wire field's name in errors: the table is the sample's tasks
+    _WIRE_FIELDS = [{"task_keys": "tasks", "task_rows": "tasks"}.get(n, n)
+                    for n in _SampleV1.__struct_fields__]
+
+
+def _decode_compact(topic_or_schema: str, data: bytes | bytearray | memoryview,
+                    pack: bool | None) -> list[_Event]:
+    """The samples of a compact message; ``pack`` False: it must hold one event."""
+    cls = _schema_class(topic_or_schema)
+    head = bytes(data[:3])
+    if len(head) < 3 or head[1] != _LAYOUT or head[2] > 1:
+        raise SchemaError(f"{cls.schema}: compact message of an unknown layout "
+                          f"(header {head!r}; this vmroc reads layout {_LAYOUT})", cls.schema)
+    many = head[2] == 1
+    if many and pack is False:
+        raise SchemaError(f"{cls.schema}: expected one event, got a compact pack", cls.schema)
+    if msgspec is None:
+        raise SchemaError(f"{cls.schema}: a compact message, and msgspec is not installed "
+                          f"to read it (pip install msgspec)", cls.schema)
+    try:
+        wires = _DECODERS[many].decode(memoryview(data)[3:])
+    except msgspec.ValidationError as exc:
+        raise _compact_error(cls, str(exc), many) from exc
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"{cls.schema}: not a compact event ({exc}): "
+                          f"{bytes(data[:40])!r}", cls.schema) from exc
+    if not many:
+        return [_sample_from(cls, wires)]
+    if not wires:
+        raise SchemaError(f"{cls.schema}: expected a non-empty compact pack", cls.schema)
+    events = []
+    for i, wire in enumerate(wires):
+        try:
+            events.append(_sample_from(cls, wire))
+        except SchemaError as exc:
+            raise SchemaError(f"pack item {i}: {exc}", cls.schema, exc.field) from exc
+    return events
+
+
+def _sample_from(cls: type, w: Any) -> Sample:
+    """The Sample of a checked ``_SampleV1``, built without Python checks (msgspec
+    checked every field as ``Sample`` declares it)."""
+    if w.schema != cls.schema:
+        raise SchemaError(f"expected schema {cls.schema!r}, got {w.schema!r}",
+                          cls.schema, "schema")
+    if cls is not Sample:
+        raise SchemaError(f"{cls.schema}: has no compact form (only samples do)", cls.schema)
+    if w.v != Sample.v:
+        raise SchemaError(f"sample: version {w.v!r} not supported (this vmroc reads "
+                          f"v{Sample.v})", "sample", "v")
+    tasks = w.tasks
+    if w.task_keys is not None:
+        if w.task_rows is None or tasks is not None:
+            raise SchemaError("sample.tasks: a task table needs rows and no records",
+                              "sample", "tasks")
+        keys, rows = w.task_keys, w.task_rows
+        if rows and set(map(len, rows)) != {len(keys)}:
+            raise SchemaError(f"sample.tasks: a row has not the table's {len(keys)} "
+                              f"columns", "sample", "tasks")
+        tasks = list(map(dict, map(zip, repeat(keys), rows)))
+    event = object.__new__(Sample)
+    event.__dict__.update(guest=w.guest, ts=w.ts, features=w.features, backend=w.backend,
+                          consistent=w.consistent, seq=w.seq, flags=w.flags, tasks=tasks,
+                          log=w.log)
+    return event
+
+
+def _compact_error(cls: type, text: str, many: bool) -> SchemaError:
+    """msgspec's ``Expected `int`, got `str` - at `$[7]``` as ``sample.seq: ...``."""
+    why, _, where = text.partition(" - at `")
+    why = why[:1].lower() + why[1:]
+    steps = re.findall(r"\[([^]]*)\]", where)
+    prefix = ""
+    if many and steps:
+        prefix = f"pack item {steps.pop(0)}: "
+    short = re.match(r"expected `array` of at least length \d+, got (\d+)", why)
+    if short and not steps and int(short[1]) < len(_WIRE_FIELDS):
+        name = _WIRE_FIELDS[int(short[1])]
+        return SchemaError(f"{prefix}sample: missing field {name!r}", cls.schema, name)
+    if steps and steps[0].isdigit() and int(steps[0]) < len(_WIRE_FIELDS):
+        name = _WIRE_FIELDS[int(steps[0])]
+        path = f"sample.{name}" + "".join(f"[{x}]" for x in steps[1:])
+        return SchemaError(f"{prefix}{path}: {why}", cls.schema, name)
+    return SchemaError(f"{prefix}{cls.schema}: {why}", cls.schema)

@@ -1,13 +1,31 @@
 """Event schemas: every type round-trips; bad bytes raise SchemaError saying why."""
 
 import json
+import logging
+import math
+import types
 
 import pytest
 
+from vmroc import bus, events
+from vmroc.bus_cli import _format
 from vmroc.errors import VmrocError
-from vmroc.events import (SCHEMAS, TOPICS, Anomaly, Cause, FaultEvent, Incident, Sample,
-                          SchemaError, decode, decode_pack, encode, encode_pack, from_dict,
-                          to_dict)
+from vmroc.events import (
+    SCHEMAS,
+    TOPICS,
+    Anomaly,
+    Cause,
+    FaultEvent,
+    Incident,
+    Sample,
+    SchemaError,
+    decode,
+    decode_pack,
+    encode,
+    encode_pack,
+    from_dict,
+    to_dict,
+)
 
 SAMPLE = Sample(guest="g0", ts=1795670000.25, features={"tasks": 51, "load1": 0.42},
                 backend="mmap", consistent=False, seq=7, flags=["tasks-truncated"],
@@ -144,3 +162,187 @@ def test_a_fault_event_of_an_older_vmroc_without_a_part_still_decodes():
     assert ev.broken_part() == "other"         # level "device": no part known before v0.2
     old.update(kind="guest-crash", level="cluster")
     assert decode("fault", json.dumps(old).encode()).broken_part() == "guest"
+
+
+# -- the compact form of samples (what the bus sends) ---------------------------------
+
+needs_msgspec = pytest.mark.skipif(not events.COMPACT, reason="pip install msgspec")
+TASKS = [{"address": 2**64 - 4096, "pid": p, "comm": f"t{p}", "state": "S",
+          "kthread": p % 2 == 0, "utime": p / 3} for p in range(1, 6)]
+SAMPLES = [
+    SAMPLE,                                                     # one task record
+    Sample(guest="g1", ts=1795670000, features={}, backend="accel", consistent=True),
+    Sample(guest="g2", ts=1.5, features={"big": 2**64 - 1, "neg": -2**63, "f": -0.0},
+           backend="mmap", consistent=True, seq=2**40, tasks=TASKS, log=[]),
+    Sample(guest="g3", ts=2.5, features={"x": 1}, backend="mmap", consistent=True,
+           tasks=TASKS[:2] + [{"pid": 9}], log=["a", "é"]),      # records of other keys
+    Sample(guest="g4", ts=3.5, features={"x": 1}, backend="mmap", consistent=True,
+           tasks=[]),
+]
+
+
+def _compact(value):
+    return events._ONE + events.msgspec.msgpack.encode(value)
+
+
+@needs_msgspec
+@pytest.mark.parametrize("event", ALL + SAMPLES[1:], ids=lambda e: f"{e.schema}-{e.key}")
+def test_compact_roundtrip_of_every_event(event):
+    data = encode(event, compact=True)
+    assert (data[0] == 0xC1) == isinstance(event, Sample)   # other events stay JSON
+    assert decode(event.topic, data) == event
+    assert decode(event.schema, memoryview(data)) == event
+    assert decode_pack(event.topic, bytearray(data)) == [event]
+    assert to_dict(decode(event.topic, data)) == to_dict(event)
+
+
+@needs_msgspec
+def test_compact_is_smaller_and_packs_roundtrip():
+    big = SAMPLES[2]
+    assert len(encode(big, compact=True)) < len(encode(big)) * 0.6
+    data = encode_pack(SAMPLES, compact=True)
+    assert data[:3] == b"\xc1\x01\x01"
+    assert decode_pack("vmroc.samples", data) == SAMPLES
+    mixed = encode_pack([SAMPLE, ANOMALY], compact=True)      # not all samples: JSON
+    assert mixed[:1] == b"["
+    with pytest.raises(SchemaError, match="expected one event, got a compact pack"):
+        decode("sample", data)
+
+
+@needs_msgspec
+def test_old_json_samples_still_decode():
+    old = (b'{"schema":"sample","v":1,"guest":"g1","ts":1,"features":{"tasks":51},'
+           b'"backend":"libvmi","consistent":true}')
+    assert decode_pack("vmroc.samples", old) == [Sample(
+        guest="g1", ts=1, features={"tasks": 51}, backend="libvmi", consistent=True)]
+    assert decode("sample", encode(SAMPLE)) == decode("sample", encode(SAMPLE, compact=True))
+
+
+@needs_msgspec
+def test_a_sample_past_64_bits_goes_as_json():
+    s = Sample(guest="g0", ts=1, features={"huge": 2**70}, backend="mmap", consistent=True)
+    data = encode(s, compact=True)
+    assert data[:1] == b"{" and decode("sample", data) == s
+    assert encode_pack([s, SAMPLE], compact=True)[:1] == b"["
+
+
+ROW = ("sample", 1, "g0", 1.5, {"tasks": 51}, "mmap", True)
+
+
+@needs_msgspec
+@pytest.mark.parametrize("data, message, field_name", [
+    (b"\xc1", "compact message of an unknown layout", None),
+    (b"\xc1\x07\x00\x90", "unknown layout", None),
+    (b"\xc1\x01\x05\x90", "unknown layout", None),
+    (b"\xc1\x01\x00", "sample: not a compact event", None),
+    (b"\xc1\x01\x00\xc1 garbage", "sample: not a compact event .*malformed", None),
+    (b"\xc1\x01\x00\xff\xfe garbage", "sample: expected `array`, got `int`", None),
+    (b"\xc1\x01\x00\x97\xa6sample", "sample: not a compact event .*truncated", None),
+    (b"\xc1\x01\x01\x90", "non-empty compact pack", None),
+    ("short", "sample: missing field 'ts'", "ts"),
+    ("nan", r"sample.features\[...\]: expected `float` >=", "features"),
+    ("text", r"sample.features\[...\]: expected `int \| float`, got `str`", "features"),
+    ("bool", r"sample.features\[...\]: expected `int \| float`, got `bool`", "features"),
+    ("seq", "sample.seq: expected `int`, got `float`", "seq"),
+    ("inf-ts", "sample.ts: expected `float` <=", "ts"),
+    ("v2", r"sample: version 2 not supported \(this vmroc reads v1\)", "v"),
+    ("fault", "expected schema 'sample', got 'fault'", "schema"),
+    ("row", "sample.tasks: a row has not the table's 2 columns", "tasks"),
+    ("keys-no-rows", "sample.tasks: a task table needs rows", "tasks"),
+    ("task-nan", r"sample.tasks\[0\]\[...\]: expected", "tasks"),
+    ("pack", "pack item 1: sample.seq: expected `int`, got `str`", "seq"),
+])
+def test_bad_compact_bytes_raise_schema_error(data, message, field_name):
+    bad = {"short": ROW[:3], "nan": ROW[:4] + ({"x": math.nan},) + ROW[5:],
+           "text": ROW[:4] + ({"tasks": "many"},) + ROW[5:],
+           "bool": ROW[:4] + ({"tasks": True},) + ROW[5:],
+           "seq": ROW + (1.5,), "inf-ts": ROW[:3] + (math.inf,) + ROW[4:],
+           "v2": ROW[:1] + (2,) + ROW[2:], "fault": ("fault",) + ROW[1:],
+           "row": ROW + (0, [], None, None, ["pid", "comm"], [[1, "a"], [2]]),
+           "keys-no-rows": ROW + (0, [], None, None, ["pid", "comm"]),
+           "task-nan": ROW + (0, [], None, [{"x": math.inf}])}
+    if data in bad:
+        data = _compact(bad[data])
+    elif data == "pack":
+        data = b"\xc1\x01\x01" + events.msgspec.msgpack.encode([ROW, ROW + ("7",)])
+    with pytest.raises(SchemaError, match=message) as info:
+        decode_pack("vmroc.samples", data)
+    assert info.value.schema == "sample" and info.value.field == field_name
+    assert "\n" not in str(info.value)
+
+
+@needs_msgspec
+def test_compact_samples_only_decode_as_samples():
+    data = encode(SAMPLE, compact=True)
+    with pytest.raises(SchemaError, match="expected schema 'fault', got 'sample'"):
+        decode("vmroc.faults", data)
+    with pytest.raises(SchemaError, match="fault: has no compact form"):
+        decode("vmroc.faults", _compact(("fault",) + ROW[1:]))
+    with pytest.raises(SchemaError, match="no event schema for 'vmroc.nope'"):
+        decode("vmroc.nope", data)
+
+
+def test_without_msgspec_compact_falls_back_to_json(monkeypatch, caplog):
+    monkeypatch.setattr(events, "msgspec", None)
+    monkeypatch.setattr(events, "_warned_json", False)
+    with caplog.at_level(logging.WARNING, logger="vmroc.events"):
+        data = [encode(SAMPLE, compact=True), encode_pack([SAMPLE] * 2, compact=True)]
+        encode(SAMPLE, compact=True)
+    assert data[0] == encode(SAMPLE) and data[1][:1] == b"["
+    assert [r.message for r in caplog.records] == [
+        "msgspec is not installed: samples go on the bus as JSON (pip install msgspec "
+        "for the compact form)"]
+    with pytest.raises(SchemaError, match="msgspec is not installed to read it"):
+        decode("sample", b"\xc1\x01\x00\x97")
+
+
+class _FakeKafkaProducer:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, value, key=None):
+        self.sent.append((topic, value))
+
+
+def _producer(**options) -> bus.Producer:
+    producer = object.__new__(bus.Producer)      # no broker: only the encoding is tested
+    producer.pack, producer.pack_s, producer._packs, producer.sent = 1, 1.0, {}, 0
+    producer.compact = options.get("compact", True)
+    producer.pack = options.get("pack", 1)
+    producer._producer = _FakeKafkaProducer()
+    return producer
+
+
+def _consume(topic: str, value: bytes) -> list:
+    consumer = object.__new__(bus.Consumer)
+    consumer.stats, consumer.dlq = {"received": 0, "decoded": 0, "dead": 0}, False
+    rec = types.SimpleNamespace(topic=topic, partition=0, offset=0, key=b"k",
+                                timestamp=0, value=value, headers=[])
+    return consumer._decode(rec)
+
+
+@needs_msgspec
+def test_the_bus_sends_samples_compact_and_reads_both():
+    producer = _producer()
+    for event in (SAMPLE, FAULT):
+        producer.send(event)
+    json_producer = _producer(compact=False)
+    json_producer.send(SAMPLE)
+    packed = _producer(pack=2)
+    two = [SAMPLE, Sample(**{**to_dict(SAMPLE, header=False), "seq": 8})]
+    for s in two:
+        packed.send(s)
+    (_, compact), (_, fault) = producer._producer.sent
+    (_, plain), = json_producer._producer.sent
+    (_, pack), = packed._producer.sent
+    assert compact[:3] == b"\xc1\x01\x00" and fault[:1] == plain[:1] == b"{"
+    assert pack[:3] == b"\xc1\x01\x01"
+    for topic, value, want in [("vmroc.samples", compact, [SAMPLE]),
+                               ("vmroc.faults", fault, [FAULT]),
+                               ("vmroc.samples", plain, [SAMPLE]),
+                               ("vmroc.samples", pack, two)]:
+        assert [m.event for m in _consume(topic, value)] == want
+    assert _consume("vmroc.samples", compact[:-3]) == []        # counted dead, skipped
+    # vmroc tail --json prints the compact sample as the JSON event
+    msg = _consume("vmroc.samples", compact)[0]
+    assert json.loads(_format(msg, True))["event"] == to_dict(SAMPLE)
