@@ -517,11 +517,13 @@ if msgspec is not None:
         log: Union[list[str], None] = None
         tasks: Union[list[dict[str, _Value]], None] = None     # records, if no table
         task_keys: Union[list[str], None] = None                # the table's columns
-        task_rows: Union[list[list[_Value]], None] = None       # and rows
+        task_rows: msgspec.Raw = msgspec.Raw()                  # its rows: _task_rows()
 
     _ENCODER = msgspec.msgpack.Encoder()
     _DECODERS = {False: msgspec.msgpack.Decoder(_SampleV1),
                  True: msgspec.msgpack.Decoder(list[_SampleV1])}
+    _ROWS = msgspec.msgpack.Decoder(list[list[_Value]])
+    _NIL = b"\xc0"
     # a wire field's name in errors: the table is the sample's tasks
     _WIRE_FIELDS = [{"task_keys": "tasks", "task_rows": "tasks"}.get(n, n)
                     for n in _SampleV1.__struct_fields__]
@@ -574,19 +576,56 @@ def _sample_from(cls: type, w: Any) -> Sample:
                           f"v{Sample.v})", "sample", "v")
     tasks = w.tasks
     if w.task_keys is not None:
-        if w.task_rows is None or tasks is not None:
+        if tasks is not None or not w.task_rows or bytes(w.task_rows) == _NIL:
             raise SchemaError("sample.tasks: a task table needs rows and no records",
                               "sample", "tasks")
-        keys, rows = w.task_keys, w.task_rows
-        if rows and set(map(len, rows)) != {len(keys)}:
-            raise SchemaError(f"sample.tasks: a row has not the table's {len(keys)} "
-                              f"columns", "sample", "tasks")
-        tasks = list(map(dict, map(zip, repeat(keys), rows)))
+        tasks = _task_rows(w.task_keys, w.task_rows)
+    elif w.task_rows and bytes(w.task_rows) != _NIL:
+        raise SchemaError("sample.tasks: task rows without keys", "sample", "tasks")
     event = object.__new__(Sample)
     event.__dict__.update(guest=w.guest, ts=w.ts, features=w.features, backend=w.backend,
                           consistent=w.consistent, seq=w.seq, flags=w.flags, tasks=tasks,
                           log=w.log)
     return event
+
+
+def _task_rows(keys: list[str], raw: Any) -> list[dict[str, Any]]:
+    """The records of a task table: checked and made dicts by msgspec (rows decoded as
+    structs of those fields, then ``asdict``), or by ``zip`` for keys that cannot be
+    field names."""
+    decoder = _table_decoder(tuple(keys))
+    try:
+        if decoder is not None:
+            return list(map(msgspec.structs.asdict, decoder.decode(raw)))
+        rows = _ROWS.decode(raw)
+    except msgspec.ValidationError as exc:
+        why, _, where = str(exc).partition(" - at `$")
+        why = why[:1].lower() + why[1:]
+        raise SchemaError(f"sample.tasks{where.rstrip('`')}: {why}", "sample",
+                          "tasks") from exc
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"sample.tasks: not a compact table ({exc})", "sample",
+                          "tasks") from exc
+    if rows and set(map(len, rows)) != {len(keys)}:
+        raise SchemaError(f"sample.tasks: a row has not the table's {len(keys)} columns",
+                          "sample", "tasks")
+    return list(map(dict, map(zip, repeat(keys), rows)))
+
+
+@functools.lru_cache(maxsize=64)
+def _table_decoder(keys: tuple[str, ...]) -> Any:
+    """A decoder of rows with these columns (a row of any other length is refused),
+    or None if they cannot be field names; a sampler has one key set, so a few cached
+    decoders serve all."""
+    if len(set(keys)) != len(keys) or not all(
+            k.isidentifier() and not k.startswith("__") for k in keys):
+        return None
+    try:
+        row = msgspec.defstruct("_TaskRow", [(k, _Value) for k in keys], array_like=True,
+                                forbid_unknown_fields=True, gc=False)
+    except (TypeError, ValueError):
+        return None
+    return msgspec.msgpack.Decoder(list[row])
 
 
 def _compact_error(cls: type, text: str, many: bool) -> SchemaError:

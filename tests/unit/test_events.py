@@ -178,6 +178,8 @@ SAMPLES = [
            tasks=TASKS[:2] + [{"pid": 9}], log=["a", "é"]),      # records of other keys
     Sample(guest="g4", ts=3.5, features={"x": 1}, backend="mmap", consistent=True,
            tasks=[]),
+    Sample(guest="g5", ts=4.5, features={"x": 1}, backend="mmap", consistent=True,
+           tasks=[{"a b": 1, "__dict__": [2]}, {"a b": 3, "__dict__": {"k": None}}]),
 ]
 
 
@@ -247,7 +249,11 @@ ROW = ("sample", 1, "g0", 1.5, {"tasks": 51}, "mmap", True)
     ("inf-ts", "sample.ts: expected `float` <=", "ts"),
     ("v2", r"sample: version 2 not supported \(this vmroc reads v1\)", "v"),
     ("fault", "expected schema 'sample', got 'fault'", "schema"),
-    ("row", "sample.tasks: a row has not the table's 2 columns", "tasks"),
+    ("row", r"sample.tasks\[1\]: expected `array` of at least length 2, got 1", "tasks"),
+    ("long-row", r"sample.tasks\[0\]: expected `array` of at most length 2, got 3", "tasks"),
+    ("odd-keys", "sample.tasks: a row has not the table's 2 columns", "tasks"),
+    ("row-nan", r"sample.tasks\[0\]\[1\]: expected", "tasks"),
+    ("rows-no-keys", "sample.tasks: task rows without keys", "tasks"),
     ("keys-no-rows", "sample.tasks: a task table needs rows", "tasks"),
     ("task-nan", r"sample.tasks\[0\]\[...\]: expected", "tasks"),
     ("pack", "pack item 1: sample.seq: expected `int`, got `str`", "seq"),
@@ -260,6 +266,10 @@ def test_bad_compact_bytes_raise_schema_error(data, message, field_name):
            "v2": ROW[:1] + (2,) + ROW[2:], "fault": ("fault",) + ROW[1:],
            "row": ROW + (0, [], None, None, ["pid", "comm"], [[1, "a"], [2]]),
            "keys-no-rows": ROW + (0, [], None, None, ["pid", "comm"]),
+           "long-row": ROW + (0, [], None, None, ["pid", "comm"], [[1, "a", 3]]),
+           "odd-keys": ROW + (0, [], None, None, ["a b", "c"], [[1, 2], [3]]),
+           "row-nan": ROW + (0, [], None, None, ["pid", "comm"], [[1, math.nan]]),
+           "rows-no-keys": ROW + (0, [], None, None, None, [[1, 2]]),
            "task-nan": ROW + (0, [], None, [{"x": math.inf}])}
     if data in bad:
         data = _compact(bad[data])
