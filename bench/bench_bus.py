@@ -12,6 +12,10 @@ encode/decode of vmroc.events included:
 
     python3 bench/bench_bus.py [--count 50000] [--features 30] [--json]
 
+Samples go in the compact form (the bus default) except in the "json" row, the
+previous encoding, measured in the same run; the size column is each row's own.
+Encoding alone, without a broker: ``bench/bench_encoding.py``.
+
 Uses VMROC_KAFKA if set (creates consumer groups there, deletes nothing), else
 starts a throw-away embedded broker on free ports and stops it at the end.
 """
@@ -32,8 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vmroc import bus                                    # noqa: E402
-from vmroc.events import Sample, encode                  # noqa: E402
+from vmroc import bus  # noqa: E402
+from vmroc.events import Sample, encode  # noqa: E402
 
 SETTINGS = [
     # name, producer options
@@ -41,6 +45,8 @@ SETTINGS = [
     ("batched, none", dict(linger_ms=20, batch_size=256 * 1024)),
     ("batched, gzip", dict(linger_ms=20, batch_size=256 * 1024, compression_type="gzip")),
     ("batched, lz4", dict(linger_ms=20, batch_size=256 * 1024, compression_type="lz4")),
+    ("batched, lz4, json", dict(linger_ms=20, batch_size=256 * 1024, compression_type="lz4",
+                                compact=False)),
     ("batched, zstd", dict(linger_ms=20, batch_size=256 * 1024, compression_type="zstd")),
     ("batched, lz4, pack 10", dict(linger_ms=20, batch_size=256 * 1024,
                                    compression_type="lz4", pack=10)),
@@ -113,7 +119,8 @@ def run_setting(servers: str, name: str, options: dict, args) -> dict:
     tag = uuid.uuid4().hex[:6]
     count = min(args.count, 5 * options["rate"]) if "rate" in options else args.count
     e2e, backlog = joined(servers, f"bench-e2e-{tag}"), joined(servers, f"bench-backlog-{tag}")
-    size = len(encode(make_sample(0, args.features, args.guests)))
+    size = len(encode(make_sample(0, args.features, args.guests),
+                      compact=options.get("compact", True)))
     recv, send = mp.Pipe(duplex=False)
     child = mp.get_context("fork").Process(
         target=produce, args=(servers, options, count, args.features, args.guests, send))
@@ -150,8 +157,8 @@ def main() -> int:
     broker = None
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if not servers:
-        from vmroc.deploy.broker import Broker
         from tests.fixtures_broker import free_ports
+        from vmroc.deploy.broker import Broker
         port, cport = free_ports(2)
         broker = Broker(tempfile.mkdtemp(prefix="vmroc-bench-kafka-"), port=port,
                         controller_port=cport)
@@ -176,18 +183,24 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{args.count} samples of {rows[0]['msg_bytes']} bytes ({args.features} features, "
-          f"{args.guests} guests), kafka-python, acks=all, {os.cpu_count()} CPUs, "
-          f"load average at start {load:.1f}")
-    head = ("setting", "produce msg/s", "MB/s", "e2e msg/s", "MB/s", "consume msg/s", "MB/s",
-            "p50 ms", "p99 ms")
+    print(f"{args.count} samples ({args.features} features, {args.guests} guests), "
+          f"kafka-python, acks=all, {os.cpu_count()} CPUs, load average at start {load:.1f}")
+    head = ("setting", "bytes", "produce msg/s", "MB/s", "e2e msg/s", "MB/s", "consume msg/s",
+            "MB/s", "p50 ms", "p99 ms")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
-        print(f"| {r['setting']} | {r['produce_msg_s']:,.0f} | {r['produce_MB_s']:.1f} | "
+        print(f"| {r['setting']} | {r['msg_bytes']} | {r['produce_msg_s']:,.0f} | "
+              f"{r['produce_MB_s']:.1f} | "
               f"{r['e2e_msg_s']:,.0f} | {r['e2e_MB_s']:.1f} | {r['consume_msg_s']:,.0f} | "
               f"{r['consume_MB_s']:.1f} | {r['latency_p50_ms']:.0f} | "
               f"{r['latency_p99_ms']:.0f} |")
+    by_name = {r["setting"]: r for r in rows}
+    compact, plain = by_name.get("batched, lz4"), by_name.get("batched, lz4, json")
+    if compact and plain:
+        print("compact / json (batched, lz4): " + ", ".join(
+            f"{k} {compact[k] / plain[k]:.2f}x" for k in
+            ("msg_bytes", "produce_msg_s", "e2e_msg_s", "consume_msg_s")))
     return 0
 
 
