@@ -33,7 +33,8 @@ def main() -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     booted = not Lab(args.lab).is_up
-    lab = Lab.up(2, name=args.lab, accel="tcg")  # boots the bench lab unless it is up
+    # a lab that is up is used as it is (make bench brings up 3 guests for the campaign)
+    lab = Lab.up(2, name=args.lab, accel="tcg") if booted else Lab(args.lab)
     for g in lab.guests:
         g.wait_for_status(120, where=lambda s: s["http_ok"] >= 2)
     ledger = Ledger("/tmp/bench-inject-ledger.jsonl", kafka=False)
