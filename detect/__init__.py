@@ -5,6 +5,7 @@ Entry points::
     from vmroc.detect import Detector
     det = Detector(model="robust", baseline_s=20)     # per-guest baselines
     anomalies = det.update(sample)                    # list of vmroc.events.Anomaly
+    anomalies = det.update_batch(samples)             # the same, many samples at once
 
     run_detector(servers, stop=event)                 # vmroc.samples -> vmroc.anomalies
 
@@ -33,7 +34,8 @@ _LAZY = {"Detector": "detector", "GuestDetector": "detector", "run_detector": "w
          "Featurizer": "featurize", "FEATURES": "featurize"}
 
 __all__ = ["Detector", "run_detector", "GuestDetector", "RobustZScore", "forest", "lof",
-           "MODELS", "MODEL_NAMES", "DEFAULT_MODEL", "Featurizer", "FEATURES", "DetectError", "BaselineError"]
+           "MODELS", "MODEL_NAMES", "DEFAULT_MODEL", "Featurizer", "FEATURES", "DetectError",
+           "BaselineError"]
 
 
 def __getattr__(name: str):

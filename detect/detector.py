@@ -16,9 +16,13 @@ normal in the last ``keep_s`` seconds, so a guest's slower rhythms (writeback bu
 periodic jobs) that twenty seconds never showed become normal once seen, while what
 was judged abnormal never enters. After that, ``confirm`` abnormal vectors in a row
 open an episode and raise one ``Anomaly`` (``ts`` = when confirmed, ``onset`` = the
-first abnormal sample, the features that moved most); ``clear`` normal vectors in a row close it. A guest whose
-samples stop while other guests' samples go on (crashed, or its sampler marked it
-down) raises a ``liveness`` anomaly after ``silence_s`` of stream time.
+first abnormal sample, the features that moved most); ``clear`` normal vectors in a row
+close it. A guest whose samples stop while other guests' samples go on (crashed, or its
+sampler marked it down) raises a ``liveness`` anomaly after ``silence_s`` of stream time.
+
+``det.update_batch(samples)`` gives what ``update`` on each would, in the same order,
+with each guest's features computed with numpy and its vectors scored in one model call
+(split where a fit or refit changes the model); ``update`` is a batch of one.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def make_model(model: str, units: list[float], **model_args: Any):
 
 class GuestDetector:
     """One guest: baseline, then episodes of abnormal vectors."""
+
+    _fits = 0  # models fitted so far (a class default: detectors pickled before it)
 
     def __init__(self, guest: str, model: str = DEFAULT_MODEL, baseline_s: float = 20.0,
                  confirm: int = 3, clear: int = 5, min_vectors: int = 20,
@@ -124,6 +130,7 @@ class GuestDetector:
                        len(ts), "-" if self.cut is None else f"{self.cut:.2f}")
 
     def _fit(self, X: np.ndarray, ts: list[float]) -> None:
+        self._fits += 1
         self.fitted_at = ts[-1] if ts else None
         if self.calibrates:
             self.cut = max(self.calibrate(X, ts), self.min_cut)
@@ -163,31 +170,71 @@ class GuestDetector:
 
     def abnormality(self, x: list[float]) -> float:
         """How far past the cut vector ``x`` is (> 0: abnormal)."""
-        row = np.asarray([x])
+        return float(self.abnormalities(np.asarray([x]))[0])
+
+    def abnormalities(self, X: np.ndarray) -> np.ndarray:
+        """``abnormality`` of each row of ``X``, in one call of the model."""
         if self.cut is None:
-            return float(-self.model.decision_function(row)[0])
-        return float(-self.model.score_samples(row)[0] - self.cut)
+            return -self.model.decision_function(X)
+        return -self.model.score_samples(X) - self.cut
 
     def update(self, sample: Sample) -> Anomaly | None:
-        self.last_ts = sample.ts
-        if self.started is None:
-            self.started = sample.ts
-        restarts = self.featurizer.restarts
-        x = self.featurizer.update(sample)
-        if self.featurizer.restarts > restarts and (self.fitted or self.baseline):
-            self.relearn(sample.ts)
-        if x is None:
-            return None
-        if not self.fitted:
-            if sample.ts < self.started:  # settling after a restart
-                return None
-            self.baseline.append(x)
-            self.baseline_ts.append(sample.ts)
-            if sample.ts - self.started >= self.baseline_s and \
-                    len(self.baseline) >= self.min_vectors:
-                self.fit()
-            return None
-        score = self.abnormality(x)  # > 0: abnormal
+        return self._run([sample])[0][0]
+
+    def update_batch(self, samples: list[Sample]) -> list[Anomaly]:
+        """``update`` on each of ``samples`` (this guest's, in order): the same anomalies,
+        with the features of the whole batch computed at once and its vectors scored in
+        one model call per fitted model (a fit or refit inside the batch splits it)."""
+        return [a for a in self._run(samples)[0] if a is not None]
+
+    def _run(self, samples: list[Sample]) -> tuple[list[Anomaly | None], int | None]:
+        """Per sample its anomaly or None, and the index of the first sample after which
+        the guest had learned a baseline (None: not by the end)."""
+        X, has, restarted = self.featurizer.update_batch(samples)
+        out: list[Anomaly | None] = [None] * len(samples)
+        learned_at = 0 if self.learned else None
+        scores, scored_from, scored_to, model_fit = [], 0, 0, None  # rows scored_from..to
+        for k, sample in enumerate(samples):
+            self.last_ts = sample.ts
+            if self.started is None:
+                self.started = sample.ts
+            if restarted[k] and (self.fitted or self.baseline):
+                self.relearn(sample.ts)
+            if not has[k]:
+                continue
+            x = X[k].tolist()
+            if not self.fitted:
+                if sample.ts < self.started:  # settling after a restart
+                    continue
+                self.baseline.append(x)
+                self.baseline_ts.append(sample.ts)
+                if sample.ts - self.started >= self.baseline_s and \
+                        len(self.baseline) >= self.min_vectors:
+                    self.fit()
+                    if learned_at is None:
+                        learned_at = k
+                continue
+            if model_fit != self._fits or k >= scored_to:
+                # score up to the first sample at which a refit may come (it is scored
+                # by this model, then the model changes)
+                scored_to = self._refit_horizon(samples, k)
+                scores = self.abnormalities(X[k:scored_to]).tolist()
+                scored_from, model_fit = k, self._fits
+            out[k] = self._step(sample, x, scores[k - scored_from])
+        return out, learned_at
+
+    def _refit_horizon(self, samples: list[Sample], k: int) -> int:
+        """One past the first sample from ``k`` on at which ``update`` may refit."""
+        if not self.refit_s:
+            return len(samples)
+        for j in range(k, len(samples)):
+            ts = samples[j].ts
+            if ts - (self.fitted_at or ts) >= self.refit_s:
+                return j + 1
+        return len(samples)
+
+    def _step(self, sample: Sample, x: list[float], score: float) -> Anomaly | None:
+        """The episode logic for one vector of a fitted guest (``score`` > 0: abnormal)."""
         if score <= 0:
             self.normal_run += 1
             self.streak.clear()
@@ -229,26 +276,73 @@ class Detector:
         self.now = 0.0  # stream time: the newest sample seen
 
     def update(self, sample: Sample) -> list[Anomaly]:
-        g = self.guests.get(sample.guest)
-        if g is None:
-            g = self.guests[sample.guest] = GuestDetector(
-                sample.guest, self.model, self.baseline_s, **self.options)
-        self.silent.discard(sample.guest)
-        self.now = max(self.now, sample.ts)
-        out = [a for a in (g.update(sample),) if a is not None]
-        return out + self.check_silence()
+        return self.update_batch([sample])
 
-    def check_silence(self) -> list[Anomaly]:
-        """A liveness anomaly for each learned guest silent for ``silence_s``."""
+    def update_batch(self, samples: list[Sample]) -> list[Anomaly]:
+        """``update`` on each of ``samples`` in order, as one batch: each guest's samples
+        go through its detector together (``GuestDetector.update_batch``), then the
+        stream is walked once more in order for the silence checks. The same anomalies
+        in the same order as one ``update`` per sample."""
+        by_guest: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            by_guest.setdefault(s.guest, []).append(i)
+        # what the silence checks read, as it was before the batch
+        learned = {n: g.learned for n, g in self.guests.items()}
+        last = {n: g.last_ts for n, g in self.guests.items()}
+        found: list[Anomaly | None] = [None] * len(samples)
+        learns_at: dict[int, list[str]] = {}  # sample index -> guests learned after it
+        for name, where in by_guest.items():
+            g = self.guests.get(name)
+            if g is None:
+                g = self.guests[name] = GuestDetector(name, self.model, self.baseline_s,
+                                                      **self.options)
+                learned[name], last[name] = False, None
+            anomalies, learned_at = g._run([samples[i] for i in where])
+            for i, a in zip(where, anomalies):
+                found[i] = a
+            if learned_at is not None and not learned[name]:
+                learns_at.setdefault(where[learned_at], []).append(name)
+        out: list[Anomaly] = []
+        oldest = self._oldest_watched(learned, last)
+        for i, s in enumerate(samples):
+            if s.guest in self.silent:
+                self.silent.discard(s.guest)
+                oldest = min(oldest, s.ts)
+            self.now = max(self.now, s.ts)
+            last[s.guest] = s.ts
+            for name in learns_at.get(i, ()):
+                learned[name] = True
+                oldest = min(oldest, last[name])
+            if found[i] is not None:
+                out.append(found[i])
+            # no guest can be silent for silence_s if the oldest watched one is not
+            if self.now - oldest >= self.silence_s:
+                out += self._silent(learned, last)
+                oldest = self._oldest_watched(learned, last)
+        return out
+
+    def _oldest_watched(self, learned: dict[str, bool], last: dict[str, float | None]) -> float:
+        """The oldest last sample of the guests a silence check watches (inf: none)."""
+        return min((t for n, t in last.items()
+                    if learned[n] and n not in self.silent and t is not None),
+                   default=float("inf"))
+
+    def _silent(self, learned: dict[str, bool], last: dict[str, float | None]) -> list[Anomaly]:
         out = []
         for name, g in self.guests.items():
-            if not g.learned or name in self.silent or g.last_ts is None:
+            t = last[name]
+            if not learned[name] or name in self.silent or t is None:
                 continue
-            gap = self.now - g.last_ts
+            gap = self.now - t
             if gap >= self.silence_s:
                 self.silent.add(name)
                 g.anomalies += 1
                 out.append(Anomaly(guest=name, ts=self.now, detector="liveness",
                                    score=round(gap, 3), features=["samples/s"],
-                                   onset=g.last_ts, deviations={"samples/s": round(gap, 2)}))
+                                   onset=t, deviations={"samples/s": round(gap, 2)}))
         return out
+
+    def check_silence(self) -> list[Anomaly]:
+        """A liveness anomaly for each learned guest silent for ``silence_s``."""
+        return self._silent({n: g.learned for n, g in self.guests.items()},
+                            {n: g.last_ts for n, g in self.guests.items()})

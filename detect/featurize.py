@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
+
 from vmroc.events import Sample
 from vmroc.introspect import catalog
 from vmroc.introspect.logparts import LOG_PARTS, part_of
@@ -48,6 +50,10 @@ ERRORS = tuple(f.name for s in _SECTIONS[:3] for f in s if f.count == catalog.ER
 COUNTED = tuple(f.name for s in _SECTIONS[:2] for f in s if f.count == catalog.POISSON)
 SMALL_COUNTS = tuple(f.name for f in _SECTIONS[3] if f.count == catalog.SMALL)
 MIN_DT = 0.02  # samples closer than this carry no rate information
+_READ = RATES + EVENTS + LEVELS  # the columns update_batch reads, in the vector's order
+_CLOCKS = tuple(_READ.index(n) for n in ("jiffies", "uptime_s"))  # going back: a restart
+SMALL_BATCH = 4  # fewer samples than this: update one by one (numpy's overhead is more)
+_EXACT = 2.0 ** 53  # below this a counter is a float exactly, so numpy's rate is Python's
 
 
 class Featurizer:
@@ -64,8 +70,8 @@ class Featurizer:
     def units(self) -> list[float]:
         """Per feature, the move one event makes (0: not counted so): one per window for
         the rates of ordinary events (``COUNTED``), one task for the small task gauges.
-        Detectors floor a feature's scale with it (``models.scale_floor``), so that one TCP retransmission
-        after a quiet baseline is no alarm."""
+        Detectors floor a feature's scale with it (``models.scale_floor``), so that one
+        TCP retransmission after a quiet baseline is no alarm."""
         counted = {f"{name}/s" for name in COUNTED}
         return [1.0 / self.window_s if n in counted else 1.0 if n in SMALL_COUNTS else 0.0
                 for n in self.names]
@@ -93,6 +99,97 @@ class Featurizer:
         out += [sum(c[i] for c in list(self.logs)[1:]) / dt for i in _LOG_INDEX]
         out += [float(f.get(n, 0.0)) for n in LEVELS]
         return [x if math.isfinite(x) else 0.0 for x in out]
+
+    def update_batch(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``update`` on each of ``samples`` (one guest's, in order), computed with numpy:
+        the vectors (one row per sample), whether each has one (no rate yet: False), and
+        whether the guest restarted at each. The same numbers as ``update``, and the same
+        state afterwards: where numpy's floats could round otherwise than Python's
+        arithmetic (an integer past 2**53, counts of events that are not whole numbers)
+        the samples take ``update`` itself, as do batches of fewer than ``SMALL_BATCH``."""
+        n = len(samples)
+        rows = np.zeros((n, len(self.names)))
+        if n < SMALL_BATCH:
+            return self._one_by_one(samples, rows)
+        old = list(self.recent)
+        seq = old + list(samples)
+        kept, F_old = getattr(self, "_read", ((), None))  # the window's columns, read before
+        if F_old is None or len(kept) != len(old) or any(a is not b for a, b in zip(kept, old)):
+            F_old = _columns(old)
+        F = np.concatenate([F_old, _columns(samples)])
+        p0 = len(old)
+        logs = list(self.logs) + [log_counts(s.log) for s in samples]
+        nr, ne = len(RATES), len(EVENTS)
+        # events and log lines: whole numbers, so a window's sum is exact in any order
+        counts = np.concatenate([F[:, nr:nr + ne],
+                                 np.asarray(logs, dtype=float)[:, list(_LOG_INDEX)]], axis=1)
+        if not _exact(seq, F) or (counts != np.floor(counts)).any() \
+                or np.abs(counts).sum() >= _EXACT:
+            return self._one_by_one(samples, rows)
+        ts = [s.ts for s in seq]
+        # restarts: a clock below the previous sample's (update compares with recent[-1])
+        clocks = F[:, _CLOCKS]
+        back = np.zeros(len(seq), bool)
+        back[1:] = (clocks[1:] < clocks[:-1]).any(axis=1)
+        back[:p0] = False
+        restarted = back[p0:].copy()
+        # each sample's window: the oldest sample update keeps before it (its reference)
+        lo_of = np.empty(len(seq), dtype=np.intp)
+        lo = 0
+        window_s = self.window_s
+        for k in range(p0, len(seq)):
+            if back[k]:
+                lo = k
+            t = ts[k] - window_s
+            while k - lo + 1 > 2 and ts[lo + 1] <= t:
+                lo += 1
+            lo_of[k] = lo
+        idx = np.arange(p0, len(seq))
+        ref = lo_of[p0:]
+        T = np.asarray(ts)
+        dt = T[idx] - T[ref]
+        ok = dt >= MIN_DT
+        dt = np.where(ok, dt, 1.0)[:, None]
+        rows[:, :nr] = np.maximum(F[idx, :nr] - F[ref, :nr], 0.0) / dt
+        # events and log lines summed over the window after the reference
+        total = np.concatenate([np.zeros((1, counts.shape[1])), np.cumsum(counts, axis=0)])
+        rows[:, nr:nr + ne + len(_LOG_INDEX)] = (total[idx + 1] - total[ref + 1]) / dt
+        rows[:, nr + ne + len(_LOG_INDEX):] = F[idx, nr + ne:]
+        rows[~np.isfinite(rows)] = 0.0
+        rows[~ok] = 0.0
+        # the state update leaves: the last sample's window
+        start = int(lo_of[-1])
+        self.recent = deque(seq[start:])
+        self.logs = deque(logs[start:])
+        self._read = (tuple(self.recent), F[start:])
+        self.restarts += int(restarted.sum())
+        return rows, ok, restarted
+
+    def _one_by_one(self, samples: list[Sample], rows: np.ndarray):
+        ok = np.zeros(len(samples), bool)
+        restarted = np.zeros(len(samples), bool)
+        for i, s in enumerate(samples):
+            before = self.restarts
+            x = self.update(s)
+            restarted[i] = self.restarts > before
+            if x is not None:
+                rows[i], ok[i] = x, True
+        return rows, ok, restarted
+
+
+def _exact(samples: list[Sample], F: np.ndarray) -> bool:
+    """Whether ``F`` (``_columns(samples)``) holds every value exactly, and numpy's sums
+    and differences of them are Python's: finite, and no integer of 2**53 or more."""
+    if not np.isfinite(F).all():
+        return False
+    rows, cols = np.nonzero(np.abs(F) >= _EXACT)
+    return not any(type(samples[r].features.get(_READ[c])) is int for r, c in zip(rows, cols))
+
+
+def _columns(samples: list[Sample]) -> np.ndarray:
+    """The features ``update_batch`` reads of each sample (one row each; missing: 0)."""
+    return np.array([[s.features.get(k, 0.0) for k in _READ] for s in samples],
+                    dtype=float).reshape(len(samples), len(_READ))
 
 
 def log_counts(lines: list[str] | None) -> list[int]:
