@@ -327,11 +327,16 @@ class Consumer:
                 out[(tp.topic, tp.partition)] = max(0, high - self._consumer.position(tp))
         return out
 
-    def run(self, handler: Callable[[Message], None], *, stop: threading.Event | None = None,
-            max_messages: int | None = None, idle_timeout: float | None = None) -> int:
-        """Call ``handler`` on each event and commit after each handled batch, until
-        ``stop`` is set, ``max_messages`` were handled or nothing came for
-        ``idle_timeout`` seconds. Returns how many events were handled."""
+    def run(self, handler: Callable[[Message], None] | None = None, *,
+            stop: threading.Event | None = None, max_messages: int | None = None,
+            idle_timeout: float | None = None,
+            on_batch: Callable[[list[Message]], None] | None = None) -> int:
+        """Call ``handler`` on each event (or ``on_batch`` once on each poll's events, in
+        order) and commit after each handled batch, until ``stop`` is set,
+        ``max_messages`` were handled or nothing came for ``idle_timeout`` seconds.
+        Returns how many events were handled."""
+        if (handler is None) == (on_batch is None):
+            raise TypeError("Consumer.run takes a handler or on_batch, not both")
         handled, idle_since = 0, time.monotonic()
         while not (stop and stop.is_set()):
             limit = None if max_messages is None else max_messages - handled
@@ -339,9 +344,14 @@ class Consumer:
                 break
             received = self.stats["received"]
             batch = self.poll(0.5, max_records=limit)
-            for msg in batch[:limit]:
-                handler(msg)
-                handled += 1
+            if on_batch is not None:
+                if batch[:limit]:
+                    on_batch(batch[:limit])
+                handled += len(batch[:limit])
+            else:
+                for msg in batch[:limit]:
+                    handler(msg)
+                    handled += 1
             if limit is not None and len(batch) > limit:
                 break       # a pack was cut: its offset stays uncommitted (redelivered)
             if self.stats["received"] > received:

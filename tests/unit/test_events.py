@@ -356,3 +356,23 @@ def test_the_bus_sends_samples_compact_and_reads_both():
     # vmroc tail --json prints the compact sample as the JSON event
     msg = _consume("vmroc.samples", compact)[0]
     assert json.loads(_format(msg, True))["event"] == to_dict(SAMPLE)
+
+
+def test_consumer_run_hands_each_poll_to_on_batch_and_commits_after_it():
+    consumer = object.__new__(bus.Consumer)
+    consumer.stats = {"received": 0, "decoded": 0, "dead": 0}
+    polls = [["a", "b", "c"], [], ["d"]]
+    seen, commits = [], []
+
+    def poll(timeout, max_records=None):
+        batch = polls.pop(0) if polls else []
+        consumer.stats["received"] += len(batch)
+        return batch
+
+    consumer.poll = poll
+    consumer.commit = lambda: commits.append(list(seen))
+    assert consumer.run(on_batch=lambda batch: seen.append(batch), max_messages=4) == 4
+    assert seen == [["a", "b", "c"], ["d"]]           # one call per poll, in order
+    assert commits == [[["a", "b", "c"]], [["a", "b", "c"], ["d"]]]  # after each batch
+    with pytest.raises(TypeError):
+        consumer.run(lambda m: None, on_batch=lambda b: None)
