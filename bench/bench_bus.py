@@ -10,7 +10,10 @@ encode/decode of vmroc.events included:
   (``send()`` -> decoded by the consumer, from the record's CreateTime), p50 / p99;
 - consume: a second group member reading the same N as a backlog afterwards.
 
-    python3 bench/bench_bus.py [--count 50000] [--features 30] [--json]
+    python3 bench/bench_bus.py [--count 50000] [--features 30] [--json] [--quick]
+
+``--quick`` (what the test suite runs): 500 samples through the two rows of the ratio
+line only (batched lz4, compact and JSON).
 
 Samples go in the compact form (the bus default) except in the "json" row, the
 previous encoding, measured in the same run; the size column is each row's own.
@@ -56,6 +59,7 @@ SETTINGS = [
     ("defaults, paced 1000/s", dict(rate=1000)),
 ]
 NEEDS = {"lz4": "lz4", "zstd": "zstandard"}
+QUICK = ("batched, lz4", "batched, lz4, json")  # --quick: the ratio's two rows
 
 
 def make_sample(i: int, features: int, guests: int) -> Sample:
@@ -150,7 +154,13 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=30, help="features per sample")
     parser.add_argument("--guests", type=int, default=100, help="distinct guests (keys)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="500 samples, the two rows of the compact / json ratio only")
     args = parser.parse_args()
+    settings = SETTINGS
+    if args.quick:
+        args.count = min(args.count, 500)
+        settings = [s for s in SETTINGS if s[0] in QUICK]
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     load = os.getloadavg()[0]
 
@@ -170,7 +180,7 @@ def main() -> int:
     try:
         bus.ensure_topics(servers)
         rows = []
-        for name, options in SETTINGS:
+        for name, options in settings:
             codec = options.get("compression_type")
             if codec in NEEDS and not importlib.util.find_spec(NEEDS[codec]):
                 print(f"skip {name}: pip install {NEEDS[codec]}", file=sys.stderr)

@@ -7,6 +7,9 @@ in batches of ``--batch`` samples (and checks both give the same anomalies), and
 whole replay (``rca.replay.run_recording``: decode, detection, ranking). Prints samples
 per second, the ratio batch / per sample, and how many guests sampled at 10 Hz one
 detector core keeps up with. Not a test.
+
+``--quick`` (what the test suite runs): the first 3000 events of the recording (about
+100 s of it), batches of 500.
 """
 
 from __future__ import annotations
@@ -40,8 +43,13 @@ def main() -> None:
     ap.add_argument("recording", nargs="?", default=str(DEFAULT))
     ap.add_argument("--batch", type=int, default=2000, help="samples per update_batch call")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="the recording's first 3000 events, batches of 500")
     args = ap.parse_args()
     path = Path(args.recording)
+    if args.quick:
+        from _quick import recording_slice
+        path, args.batch = recording_slice(path, 3000), min(args.batch, 500)
     full, t_full = decode(path, tasks=True)
     del full
     samples, t_slim = decode(path, tasks=False)

@@ -13,7 +13,9 @@ encodings and the best of ``--repeat`` is kept, so a busy machine hurts both ali
 No broker needed.
 
     nice python3 bench/bench_encoding.py [--recording data/recordings/mixed-s2.jsonl.xz]
-        [--count 5000] [--repeat 5] [--json]
+        [--count 5000] [--repeat 5] [--json] [--quick]
+
+``--quick`` (what the test suite runs): 300 samples, one run each.
 """
 
 from __future__ import annotations
@@ -83,7 +85,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=5000, help="samples to encode")
     parser.add_argument("--repeat", type=int, default=5, help="runs per encoding (best kept)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--quick", action="store_true", help="300 samples, one run each")
     args = parser.parse_args()
+    if args.quick:
+        args.count, args.repeat = min(args.count, 300), 1
     if not events.COMPACT:
         print("the compact form needs msgspec: pip install msgspec", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ random order, on seeded synthetic tables with a known root. Not a test.
 
     python3 bench/bench_rank_table.py [--cases 40] [--seed 0] [--before 120,300]
         [--lags 1,3] [--ar 0,0.9] [--sigma 3,8] [--tails DF] [--ranker residual] [--json]
+        [--quick]
 
 Each case is ``rca.synthetic.synthetic_case(seed + i)``: a random lagged linear
 structural model of 8-20 metrics (lags 1-3 rows, autoregression, Gaussian noise, each
@@ -53,7 +54,10 @@ def main() -> None:
     ap.add_argument("--ranker", default="residual", choices=list(TABLE_RANKERS),
                     help="the ranker compared with the baselines (residual)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="4 tables (what the test suite runs)")
     args = ap.parse_args()
+    if args.quick:
+        args.cases = min(args.cases, 4)
     cases = synthetic_cases(args.cases, seed=args.seed, before=pair(args.before, int),
                             lags=pair(args.lags, int), ar=pair(args.ar),
                             sigma=pair(args.sigma), tails=args.tails)
