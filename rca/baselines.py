@@ -39,9 +39,10 @@ __all__ = ["FeatureSeries", "Dummy", "NSigma", "Baro"]
 class FeatureSeries:
     """Every guest's feature vectors over time (``detect.featurize.FEATURES`` order).
 
-    Built one sample at a time (``add``), in time order per guest; kept as packed
-    doubles, so an hour of three guests at 10 Hz is about 45 MB (twice that once
-    windows were read: a guest's rows are copied to numpy on first use)."""
+    Built one sample (``add``) or batch (``add_batch``) at a time, in time order per
+    guest; kept as packed doubles, so an hour of three guests at 10 Hz is about 45 MB
+    (twice that once windows were read: a guest's rows are copied to numpy on first
+    use)."""
 
     names = FEATURES
 
@@ -68,6 +69,23 @@ class FeatureSeries:
             self._ts[sample.guest].append(sample.ts)
             self._x[sample.guest].extend(x)
             self._frozen.pop(sample.guest, None)
+
+    def add_batch(self, samples: list[Sample]) -> None:
+        """``add`` on each of ``samples`` (in time order per guest), each guest's vectors
+        computed at once (``Featurizer.update_batch``): the same series."""
+        by_guest: dict[str, list[Sample]] = {}
+        for s in samples:
+            by_guest.setdefault(s.guest, []).append(s)
+        for guest, mine in by_guest.items():
+            f = self._featurizers.get(guest)
+            if f is None:
+                f = self._featurizers[guest] = Featurizer()
+                self._ts[guest], self._x[guest] = array("d"), array("d")
+            X, has, _ = f.update_batch(mine)
+            if has.any():
+                self._ts[guest].extend(s.ts for s, h in zip(mine, has) if h)
+                self._x[guest].extend(X[has].ravel().tolist())
+                self._frozen.pop(guest, None)
 
     @property
     def guests(self) -> list[str]:

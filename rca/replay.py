@@ -75,9 +75,8 @@ def run_recording(path: str | Path, ranker: str = "heuristic", depends: dict | N
     anomalies = []
     for i in range(0, len(samples), BATCH):  # as update() per sample, in numpy's time
         anomalies += detector.update_batch(samples[i:i + BATCH])
-    if fs is not None:
-        for s in samples:
-            fs.add(s)
+        if fs is not None:
+            fs.add_batch(samples[i:i + BATCH])
     depends = depends or header.get("depends") or {}
     corr = Correlator(make_ranker(ranker, depends=depends, series=fs, model=rca_model))
     incidents = [i for a in anomalies for i in corr.add(a)] + corr.flush()

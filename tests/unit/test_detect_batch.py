@@ -164,3 +164,16 @@ def test_scores_of_a_batch_are_the_rows_scores():
     g = det.guests["g1"]
     X = np.random.default_rng(0).normal(size=(50, len(Featurizer.names))) * 10
     assert g.abnormalities(X).tolist() == [g.abnormality(list(x)) for x in X]
+
+
+def test_feature_series_in_batches_holds_the_same_rows(recorded):
+    from vmroc.rca.baselines import FeatureSeries
+    one, batched_series = FeatureSeries(), FeatureSeries()
+    for s in recorded:
+        one.add(s)
+    for i in range(0, len(recorded), 700):
+        batched_series.add_batch(recorded[i:i + 700])
+    assert one.guests == batched_series.guests and len(one) == len(batched_series) > 0
+    for guest in one.guests:
+        (ta, xa), (tb, xb) = one._rows(guest), batched_series._rows(guest)
+        assert np.array_equal(ta, tb) and np.array_equal(xa, xb), guest
