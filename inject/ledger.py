@@ -57,14 +57,22 @@ class Ledger:
         self._down_until = 0.0
         self._producer_lock = threading.Lock()
         self.last_error: str | None = None
+        self.skipped = 0  # bad (torn) lines passed over when sending
 
     # -- writing -----------------------------------------------------------------------
     def record(self, event: FaultEvent, send: bool = True) -> FaultEvent:
         """Append ``event`` to the JSONL file (durably), then try to send it."""
         line = encode(event) + b"\n"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # a writer killed mid-line left a torn line: end it, so this event
+                    # stays a line of its own (the torn one is skipped when read)
+                    log.warning("fault ledger %s ended in a torn line; kept apart from "
+                                "%s %s", self.path, event.fault_id, event.phase)
+                    line = b"\n" + line
                 os.write(fd, line)
                 os.fsync(fd)
             finally:
@@ -146,23 +154,37 @@ class Ledger:
             except FileNotFoundError:
                 return 0
             end = data.rfind(b"\n") + 1      # only whole lines
-            lines = [raw for raw in data[:end].splitlines() if raw.strip()]
-            if not lines:
+            events = []
+            for raw in data[:end].splitlines():
+                if not raw.strip():
+                    continue
+                try:
+                    events.append(decode("fault", raw))
+                except SchemaError:  # a torn line (see record): counted, never blocks
+                    self.skipped += 1
+                    log.warning("fault ledger %s: skipping a bad line (not sent): %.60r",
+                                self.path, raw)
+            if not events:
+                if end:
+                    self._mark_sent(offset + end)  # only bad lines: past them
                 return 0
             try:
-                futures = [producer.send(decode("fault", raw)) for raw in lines]
+                futures = [producer.send(ev) for ev in events]
                 for fut in futures:
                     fut.get(timeout=timeout)
             except Exception as exc:  # kafka-python raises many types; keep them local
                 self.last_error = str(exc)
                 self._down_until = time.monotonic() + RETRY_AFTER
                 log.warning("fault ledger: %d event(s) not sent yet (%s); kept in %s",
-                            len(lines), exc, self.path)
+                            len(events), exc, self.path)
                 return 0
-            tmp = self.sent_path.with_suffix(".tmp")
-            tmp.write_text(str(offset + end))
-            os.replace(tmp, self.sent_path)
-            return len(lines)
+            self._mark_sent(offset + end)
+            return len(events)
+
+    def _mark_sent(self, offset: int) -> None:
+        tmp = self.sent_path.with_suffix(".tmp")
+        tmp.write_text(str(offset))
+        os.replace(tmp, self.sent_path)
 
     def close(self) -> None:
         try:

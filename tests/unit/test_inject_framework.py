@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from vmroc.events import encode
 from vmroc.inject import (
     FaultSpec,
     InjectError,
@@ -186,6 +187,25 @@ def test_ledger_writes_jsonl_first_and_resends_later(tmp_path):
     assert Ledger(tmp_path / "l.jsonl", producer=prod2).flush() == 0
     assert [e.phase for e in Ledger(tmp_path / "l.jsonl", kafka=False).events("f-1")] == \
         ["injected", "recovered"]
+
+
+def test_ledger_survives_a_writer_killed_mid_line(tmp_path):
+    """A kill -9 mid-append leaves a torn last line: the next event stays a line of its
+    own, earlier events are kept, and the torn line is skipped (counted) when sending
+    instead of holding back every event after it."""
+    path = tmp_path / "l.jsonl"
+    prod = FakeProducer()
+    led = Ledger(path, producer=prod)
+    led.record(_ev())
+    whole = (encode(_ev("recovered", fid="f-0")) + b"\n")
+    with open(path, "ab") as f:
+        f.write(whole[: len(whole) // 2])               # the killed writer's half line
+    led.record(_ev("recovered"))
+    assert [(e.fault_id, e.phase) for e in Ledger(path, kafka=False).events()] == \
+        [("f-1", "injected"), ("f-1", "recovered")]
+    assert [e.phase for e in prod.sent] == ["injected", "recovered"]
+    assert led.skipped == 1 and led.pending() == 0
+    assert Ledger(path, producer=FakeProducer()).flush() == 0   # nothing sent twice
 
 
 def test_ledger_without_kafka_keeps_everything_local(tmp_path):
