@@ -88,16 +88,22 @@ def produce(servers: str, options: dict, count: int, features: int, guests: int,
     out.send((start, end))
 
 
-def joined(servers: str, group: str) -> bus.Consumer:
-    """A group member that has its partitions and positions (at the end) already."""
-    consumer = bus.Consumer(bus.SAMPLES, servers, group=group, from_beginning=False)
-    deadline = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(0.2)
-    if not consumer.assignment():
-        raise SystemExit(f"consumer group {group} got no partitions within 30 s")
-    consumer.poll(0.2)
-    return consumer
+def joined(servers: str, group: str, tries: int = 3, wait: float = 15) -> bus.Consumer:
+    """A group member that has its partitions and positions (at the end) already. A
+    member that got none within ``wait`` s (kafka-python now and then never finishes a
+    join on a busy machine) is closed and a new group tried."""
+    for attempt in range(1, tries + 1):
+        name = group if attempt == 1 else f"{group}-{attempt}"
+        consumer = bus.Consumer(bus.SAMPLES, servers, group=name, from_beginning=False)
+        deadline = time.monotonic() + wait
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        if consumer.assignment():
+            consumer.poll(0.2)
+            return consumer
+        consumer.close()
+        print(f"consumer group {name} got no partitions within {wait:.0f} s", file=sys.stderr)
+    raise SystemExit(f"consumer group {group}: no partitions in {tries} tries of {wait:.0f} s")
 
 
 def drain(consumer: bus.Consumer, count: int, timeout: float,

@@ -2,9 +2,11 @@
 time to recover. Runs against a lab that is up (default: `vmroc lab up --name bench`).
 
     python3 bench/bench_inject.py [--lab NAME] [--tries 3] [--guest g2] [--kinds a,b]
-        [--json]
+        [--json] [--quick]
 
 Prints a Markdown table on stdout; progress on stderr. Every fault is reverted.
+``--quick`` (what the test suite runs on its shared lab): one try of cpu-throttle (one
+guest's CPU quota, for 2 s) unless ``--kinds`` names others.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ def main() -> int:
     p.add_argument("--kinds", default="", help="comma-separated subset")
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="one try of cpu-throttle for 2 s (unless --kinds), nothing lab-wide")
     args = p.parse_args()
+    if args.quick:
+        args.tries, args.duration = 1, min(args.duration, 2.0)
+        args.kinds = args.kinds or "cpu-throttle"
     booted = not Lab(args.lab).is_up
     # a lab that is up is used as it is (make bench brings up 3 guests for the campaign)
     lab = Lab.up(2, name=args.lab, accel="tcg") if booted else Lab(args.lab)

@@ -3,6 +3,9 @@
 Run: python bench/bench_sampler.py [--n 1000] [--json]. Boots its own 3-guest lab
 ("bench-s") unless --lab names a running one. Prints a table with ratios against the
 reference readers (LibVMI, volatility3) measured in the same run. Not a test.
+
+``--quick`` (what the test suite runs, with ``--lab``): 20 samples per backend (volatility:
+3), 2 s of streaming.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="samples per backend (volatility: n/20)")
     ap.add_argument("--lab", default=None, help="use this running lab instead of booting one")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="20 samples per backend (volatility: 3), 2 s of streaming")
     args = ap.parse_args()
+    if args.quick:
+        args.n = min(args.n, 20)
+    reference_n = 3 if args.quick else max(args.n // 20, 10)
+    ticks = 20 if args.quick else 100
     lab = Lab(args.lab) if args.lab else Lab.up(3, name="bench-s", accel="tcg")
     try:
         g = lab.guests[0]
@@ -41,7 +50,7 @@ def main() -> None:
         symbols_s = time.perf_counter() - t
         rows = {}
         for backend, n in (("accel", args.n), ("mmap", args.n), ("libvmi", args.n),
-                           ("volatility", max(args.n // 20, 10))):
+                           ("volatility", reference_n)):
             t = time.perf_counter()
             s = Sampler(g, backend=backend, symbols=files)
             setup = time.perf_counter() - t
@@ -56,7 +65,7 @@ def main() -> None:
             r["vs_volatility"] = round(rows["volatility"]["median_ms"] / r["median_ms"], 1)
         ready = {g.name: Sampler(g) for g in lab.guests}  # default reader; set-up not counted
         cpu0, t0 = time.process_time(), time.monotonic()
-        stats = stream(lab.guests, lambda s: None, rate=10, count=100,
+        stats = stream(lab.guests, lambda s: None, rate=10, count=ticks,
                        make_sampler=lambda g: ready[g.name])
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0

@@ -15,6 +15,9 @@ features, task lists and log lines as recorded) re-timed to now and published at
 per guest in real time. Reported: the service's CPU (user + system, all threads, from
 /proc) per second of wall clock once the baselines are learned, and the same samples
 through ``detect.Detector`` alone, offline, for the detector's own share.
+
+``--quick`` (what the test suite runs, both commands take it): ``pages`` with 300
+incidents, 60 faults and 3 requests a page; ``live`` for 9 s, 3 of them warm-up.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def live(args) -> dict:
             if health["worker"]["partitions"]:
                 break
             time.sleep(0.3)
-        warmup = 30.0
+        warmup = min(30.0, args.seconds / 3)  # 30 s unless --quick
         start, cpu_start, t_start = time.time(), None, None
         with bus.Producer(servers) as out:
             for i in range(need):
@@ -231,12 +234,19 @@ def main() -> None:
     p.add_argument("--faults", type=int, default=2000)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="300 incidents, 3 requests a page")
     lv = sub.add_parser("live")
     lv.add_argument("--seconds", type=float, default=90.0)
     lv.add_argument("--hz", type=float, default=10.0)
     lv.add_argument("--recording", default=None)
     lv.add_argument("--json", action="store_true")
+    lv.add_argument("--quick", action="store_true", help="9 s, 3 of them warm-up")
     args = parser.parse_args()
+    if args.quick and args.what == "pages":
+        args.incidents, args.faults = min(args.incidents, 300), min(args.faults, 60)
+        args.repeat = min(args.repeat, 3)
+    elif args.quick:
+        args.seconds = min(args.seconds, 9.0)
     import logging
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -4,6 +4,9 @@ Run: python bench/bench_symbols.py [--flavour generic|cloud ...] [--json]. Build
 a temporary directory (the vmroc cache is left alone); kernels come from the vmroc image
 cache (``deploy.build_image``). Volatility load times assume its schema-validation cache
 is warm (the first load of a new ISF validates it: ~25 s). Not a test: it prints numbers.
+
+``--quick`` (what the test suite runs): the generic flavour only (the one a lab boots),
+without the volatility load times.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def volatility_load(path: Path) -> float:
     return time.perf_counter() - started
 
 
-def bench(flavour: str) -> dict:
+def bench(flavour: str, volatility: bool = True) -> dict:
     image = build_image(flavour)
     mods = [image.modules["virtio_net"], image.modules["virtio_blk"]]
     with tempfile.TemporaryDirectory(prefix="vmroc-bench-symbols-") as tmp:
@@ -52,24 +55,29 @@ def bench(flavour: str) -> dict:
             table.address("init_task")
             table.offset("task_struct", "pid")
         lookup_us = (time.perf_counter() - started) / 20_000 * 1e6
-        return {
+        out = {
             "flavour": flavour, "release": files.release,
             "counts": files.meta["counts"], "timings_s": files.meta["timings"],
             "build_total_s": round(total, 3), "cache_hit_s": round(hit, 4),
             "sizes_bytes": files.meta["sizes"],
             "symbol_table_load_s": round(table_load, 3),
             "symbol_table_lookup_us": round(lookup_us, 3),
-            "volatility_load_json_s": round(volatility_load(files.isf), 3),
-            "volatility_load_xz_s": round(volatility_load(files.isf_xz), 3),
         }
+        if volatility:
+            out["volatility_load_json_s"] = round(volatility_load(files.isf), 3)
+            out["volatility_load_xz_s"] = round(volatility_load(files.isf_xz), 3)
+        return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flavour", action="append", choices=["generic", "cloud"])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="generic only, no volatility load times")
     args = parser.parse_args()
-    results = [bench(f) for f in args.flavour or ["generic", "cloud"]]
+    flavours = args.flavour or (["generic"] if args.quick else ["generic", "cloud"])
+    results = [bench(f, volatility=not args.quick) for f in flavours]
     if args.json:
         print(json.dumps(results, indent=1))
         return
