@@ -19,14 +19,22 @@ test: setup
 test-fast:
 	$(PYTHON) -m pytest tests/unit
 
-# Every benchmark (~20 min); each script also runs alone, see bench/*.py --help.
+# Every benchmark (~35 min); each script also runs alone, see bench/*.py --help, and has a
+# --quick mode that tests/real/test_bench.py runs in `make test`, so none can rot.
+# Without VMROC_KAFKA, bench_bus and bench_service start a throw-away broker of their own.
 bench: setup
 	$(PYTHON) bench/bench_lab.py
 	$(PYTHON) bench/bench_symbols.py
-	$(PYTHON) bench/bench_sampler.py
+	$(PYTHON) bench/bench_encoding.py
+	$(PYTHON) bench/bench_detect.py
+	$(PYTHON) bench/bench_rank_table.py
+	$(PYTHON) bench/bench_rca_cv.py $(TRAIN)
 	$(PYTHON) bench/bench_bus.py
+	$(PYTHON) bench/bench_service.py pages
+	$(PYTHON) bench/bench_service.py live
 	$(PYTHON) -m vmroc.cli lab up --name bench --guests 3
-	$(PYTHON) bench/bench_inject.py --lab bench && $(PYTHON) bench/bench_campaign.py --lab bench; rc=$$?; \
+	$(PYTHON) bench/bench_sampler.py --lab bench && $(PYTHON) bench/bench_inject.py --lab bench && \
+	  $(PYTHON) bench/bench_campaign.py --lab bench; rc=$$?; \
 	  $(PYTHON) -m vmroc.cli lab down --name bench; exit $$rc
 
 # Trust in the answer (docs/eval.md): the shipped fingerprint model is trained on the
