@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from . import _accel
+from . import features as _f
 from .errors import IntrospectError
 from .features import MAX_LIST
 from .kernel import GuestKernel, KernelMismatchError, KernelView
@@ -36,14 +37,17 @@ def default_backend() -> str:
 
 
 class AccelKernel(GuestKernel):
-    """``GuestKernel`` whose reads and task walk run in C.
+    """``GuestKernel`` whose reads, task walk and feature groups run in C.
 
     It finds the kernel exactly as ``GuestKernel`` does (VMCOREINFO or the banner probe,
     banner check, per-CPU offsets), then does every read in C: the same q35 layout, page
-    walks and per-sample TLB as ``layers.py``, and the task walk of ``features.read_tasks``
-    in one call."""
+    walks and per-sample TLB as ``layers.py``; ``read_tasks`` is ``features.read_tasks``
+    (records and features) in one call, and ``plan`` turns every feature group into the
+    offsets and addresses C needs to read it (``Space.read_plans``: all groups, one call);
+    the sampler only wraps the result."""
 
     name = "accel"
+    _task_walk: tuple | None = None  # (head, offsets, limit) of read_tasks, found once
 
     def __init__(self, ram_path: Path | str, symbols: SymbolTable, guest: str = "",
                  use_vmcoreinfo: bool = True):
@@ -63,6 +67,106 @@ class AccelKernel(GuestKernel):
     def task_rows(self, head: int, offsets: tuple[int, ...]) -> list[tuple]:
         """Raw fields of every task on the list at ``head`` (see features.task_rows)."""
         return self.space.tasks(head, offsets, MAX_LIST)
+
+    def read_tasks(self, top: int = 5) -> tuple[dict[str, float], list[dict]]:
+        """``features.read_tasks`` in one C call: the same features and task records."""
+        if self._task_walk is None:  # the same for the life of this kernel
+            offsets = _f.task_offsets(self)
+            self._task_walk = (self.sym("init_task") + offsets[0], offsets, MAX_LIST)
+        return self.space.read_tasks(*self._task_walk, top)
+
+    def plan(self, group: str, hz: int = 0) -> tuple | None:
+        """The reads of feature group ``group`` as a plan for C (``Space.read_plan``): the
+        same features as its reader in ``features``, from addresses fixed for the life
+        of this kernel (the block and net groups: the offsets their list walks use);
+        None for a group without a plan (its Python reader runs)."""
+        make = {"load": self._plan_load, "runqueues": self._plan_runqueues,
+                "time": self._plan_time, "cpustat": self._plan_cpustat,
+                "vmstat": self._plan_vmstat, "block": self._plan_block, "net": self._plan_net,
+                "snmp": self._plan_snmp}.get(group)
+        return tuple(make(hz)) if make else None
+
+    def _cpus(self, base: int) -> tuple[int, ...]:
+        return tuple(base + self.per_cpu_offset[cpu] for cpu in range(self.nr_cpus))
+
+    def _plan_load(self, hz: int) -> list:
+        at = self.sym("avenrun")
+        return [(name, "Q", 0, (at + 8 * i,), 1, float(1 << _f.FSHIFT))
+                for i, name in enumerate(("load1", "load5", "load15"))]
+
+    def _plan_runqueues(self, hz: int) -> list:
+        members = (("rq_nr_running", "nr_running", "I"), ("rq_nr_switches", "nr_switches", "Q"),
+                   ("rq_nr_iowait", "nr_iowait", "i"),
+                   ("rq_nr_uninterruptible", "nr_uninterruptible", "i"))
+        rqs = [self.percpu("runqueues", cpu) for cpu in range(self.nr_cpus)]
+        items = [(name, t, 0, tuple(rq + self.off("rq", m) for rq in rqs), 0, 1)
+                 for name, m, t in members]
+        for cpu, rq in enumerate(rqs):
+            items += [(f"cpu{cpu}_{name}", t, 0, (rq + self.off("rq", m),), 0, 1)
+                      for name, m, t in members]
+        return items
+
+    def _plan_time(self, hz: int) -> list:
+        at = self.sym("jiffies_64")
+        initial = (-300 * hz) & 0xFFFF_FFFF  # INITIAL_JIFFIES
+        return [("jiffies", "Q", 0, (at,), 0, 1), ("uptime_s", "Q", 0, (at,), 2, float(hz),
+                                                    -initial)]
+
+    def _plan_cpustat(self, hz: int) -> list:
+        index = self.enum("cpu_usage_stat")
+        return [(f"cpu_{name.lower()}_s", "Q", 0,
+                 tuple(a + 8 * index[f"CPUTIME_{name}"]
+                       for a in self._cpus(self.symbols.address("kernel_cpustat"))), 1, _f.NSEC)
+                for name in _f.CPU_STATS]
+
+    def _plan_vmstat(self, hz: int) -> list:
+        items = []
+        for symbol, enum, wanted in (("vm_zone_stat", "zone_stat_item", _f.ZONE_STATS),
+                                     ("vm_node_stat", "node_stat_item", _f.NODE_STATS)):
+            index, at = self.enum(enum), self.sym(symbol)
+            items += [("vm_" + n.lower(), "q", 0, (at + 8 * index[n],), 0, 1)
+                      for n in wanted if n in index]
+        free = self.sym("vm_zone_stat") + 8 * self.enum("zone_stat_item")["NR_FREE_PAGES"]
+        items.append(("memfree_kb", "q", 0, (free,), 0, 4))
+        index = self.enum("vm_event_item")
+        cpus = self._cpus(self.symbols.address("vm_event_states"))
+        items += [("vm_" + n.lower(), "Q", 0, tuple(a + 8 * index[n] for a in cpus), 0, 1)
+                  for n in _f.VM_EVENTS if n in index]
+        return items
+
+    def _plan_block(self, hz: int) -> list:
+        o = self.off
+        return [("", "B", self.sym("block_class") + o("class", "p"),
+                 o("subsys_private", "klist_devices") + o("klist", "k_list"),
+                 o("klist_node", "n_node"), o("device_private", "knode_class"),
+                 o("device_private", "device"), o("device", "kobj") + o("kobject", "name"),
+                 o("block_device", "bd_device"), o("block_device", "bd_partno"),
+                 o("block_device", "bd_stats"), o("disk_stats", "sectors"),
+                 o("disk_stats", "ios"), o("disk_stats", "io_ticks"), hz,
+                 *self.per_cpu_offset)]
+
+    def _plan_net(self, hz: int) -> list:
+        o = self.off
+        virtio = "virtnet_info" in self.symbols.user_types
+        vio = (1, (self.size("net_device") + 31) & ~31, o("virtnet_info", "curr_queue_pairs"),
+               o("virtnet_info", "rq"), o("virtnet_info", "sq"), self.size("receive_queue"),
+               self.size("send_queue"),
+               o("receive_queue", "stats") + o("virtnet_rq_stats", "packets"),
+               o("send_queue", "stats") + o("virtnet_sq_stats", "packets")) if virtio \
+            else (0,) * 9
+        return [("", "N", self.sym("init_net") + o("net", "dev_base_head"),
+                 o("net_device", "dev_list"), o("net_device", "name"), o("net_device", "stats"),
+                 o("net_device", "core_stats"),
+                 *(o("net_device_stats", m) for m in ("rx_errors", "tx_errors", "rx_dropped",
+                                                      "tx_dropped")),
+                 *vio, *self.per_cpu_offset)]
+
+    def _plan_snmp(self, hz: int) -> list:
+        mib = self.sym("init_net") + self.off("net", "mib")
+        return [(name, "Q", mib + self.off("netns_mib", member),  # a __percpu pointer
+                 tuple(8 * self.symbols.constant(enumerator) + off
+                       for off in self.per_cpu_offset), 0, 1)
+                for name, member, enumerator in _f.SNMP]
 
     def walk_list(self, head: int, limit: int = MAX_LIST) -> list[int]:
         return self.space.walk_list(head, limit)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import re
+import select
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,17 @@ def kernel_hz(guest: Any) -> int:
     return int(m[1]) if m else DEFAULT_HZ
 
 
+def _built(**fields: Any) -> Sample:
+    """A ``Sample`` of the C accelerator's sample, not checked again field by field: C
+    made every value of its type (ints, finite floats, str task fields), the Python
+    readers left (block, net) give ints, and ``Sample``'s checks (run on every sample
+    built from outside data, and on decode) cost more than the read itself."""
+    sample = object.__new__(Sample)
+    for name, value in fields.items():
+        object.__setattr__(sample, name, value)
+    return sample
+
+
 class Sampler:
     """Samples one guest. ``guest`` is a lab ``Guest`` (or anything with ``name``,
     ``ram_path``, ``config``, and optionally ``alive()`` and ``qmp()``)."""
@@ -84,7 +98,9 @@ class Sampler:
         self.pause = pause
         self.with_tasks = tasks
         self.log = log.getChild(self.name)
+        self._exited = None  # poll of a pidfd on the guest's QEMU: readable once it exits
         self._check_alive()
+        self._watch_process()
         self.files = symbols or symbols_for(guest)
         self.table = _table(str(self.files.isf), self.files.isf.stat().st_mtime_ns)
         self.hz = hz or kernel_hz(guest)
@@ -109,22 +125,66 @@ class Sampler:
             # readers taking ``hz`` get the guest's tick rate (decided once, not per sample)
             kwargs = {"hz": self.hz} if "hz" in inspect.signature(fn).parameters else {}
             self.groups[name] = (fn, kwargs)
+        self.schedule = self._schedule()
+
+    def _schedule(self) -> list[tuple]:
+        """The groups in order, as steps: ("py", name, fn, kwargs) runs a reader; with the
+        C accelerator, ("c", [(name, plan), ...]) reads a run of fixed-address groups in
+        one call (``AccelKernel.plan``: the same features as their readers)."""
+        steps: list[tuple] = []
+        plan_of = getattr(self.kernel, "plan", None)
+        for name, (fn, kwargs) in self.groups.items():
+            plan = None
+            if plan_of is not None:
+                try:
+                    plan = plan_of(name, self.hz)
+                except (KeyError, AddressError, IntrospectError) as exc:
+                    self.log.debug("%s: group %s read in Python (%s)", self.name, name, exc)
+            if plan is None:
+                steps.append(("py", name, fn, kwargs))
+            elif steps and steps[-1][0] == "c":
+                steps[-1][1].append((name, plan))
+            else:
+                steps.append(("c", [(name, plan)]))
+        return steps
+
+    @property
+    def _tasks_reader(self):
+        """``features.read_tasks``, or the C accelerator's same walk in one call."""
+        return getattr(type(self.kernel), "read_tasks", None) or read_tasks
+
+    def _watch_process(self) -> None:
+        """Open a pidfd on the guest's QEMU (Linux 5.3+), so that ``_check_alive`` costs a
+        poll while that process runs instead of reading its pid file and /proc."""
+        pid = getattr(self.guest, "pid", None) if hasattr(self.guest, "alive") else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        weakref.finalize(self, os.close, fd)
+        self._exited = select.poll()
+        self._exited.register(fd, select.POLLIN)
 
     def _check_alive(self) -> None:
+        if self._exited is not None and not self._exited.poll(0):
+            return  # the QEMU process seen at open still runs: the guest is alive
         alive = getattr(self.guest, "alive", None)
         if alive is not None and not alive():
             raise GuestDownError(f"guest {self.name} is dead (its QEMU is gone); "
                                  "see `vmroc lab status`")
 
-    def _read_group(self, name: str, fn, flags: list[str], kwargs: dict | None = None) -> Any:
+    def _read_group(self, name: str, fn, flags: list[str], kwargs: dict | None = None,
+                    retries: int = RETRIES) -> Any:
         kwargs = kwargs or {}
-        for attempt in range(RETRIES):
+        for attempt in range(retries):
             try:
                 return fn(self.kernel, **kwargs)
             except (Inconsistent, AddressError, OverflowError) as exc:
                 # OverflowError: an address past 2**64 (a stale per-CPU offset) in the C reader
                 self.kernel.flush()
-                if attempt == RETRIES - 1:
+                if attempt == retries - 1:
                     flags.append(f"{name}: {exc}")
                     self.log.info("%s: %s left out of sample %d: %s", self.name, name,
                                   self.seq, exc)
@@ -141,7 +201,7 @@ class Sampler:
         self.kernel.flush()
         paused = self._pause()
         try:
-            result = self._read_group("tasks", read_tasks, flags)
+            result = self._read_group("tasks", self._tasks_reader, flags)
             if result is not None:
                 features.update(result[0])
                 tasks = result[1] if self.with_tasks else None
@@ -152,8 +212,19 @@ class Sampler:
                     raise KernelChangedError(
                         f"guest {self.name}: {self.unreadable} task walks in a row failed "
                         f"({flags[-1]}); its kernel changed (reboot or relaunch)")
-            for name, (fn, kwargs) in self.groups.items():
-                features.update(self._read_group(name, fn, flags, kwargs) or {})
+            for step in self.schedule:
+                if step[0] == "py":
+                    _, name, fn, kwargs = step
+                    features.update(self._read_group(name, fn, flags, kwargs) or {})
+                    continue
+                failed = self.kernel.space.read_plans(step[1], features)
+                if failed:  # a torn read: flush, then retry as _read_group does
+                    self.kernel.flush()
+                    for name, plan in step[1]:
+                        if name in failed:
+                            features.update(self._read_group(
+                                name, lambda k, p=plan: k.space.read_plan(p), flags,
+                                retries=RETRIES - 1) or {})
             if self.klog is not None:
                 records = self._read_group("log", lambda k: self.klog.read_new(), flags)
                 lines = [str(r) for r in records or []]
@@ -164,8 +235,9 @@ class Sampler:
                 self._resume()
         self._check_alive()  # died while we read: what we read may be stale
         self.seq += 1
-        return Sample(guest=self.name, ts=ts, features=features, backend=self.backend,
-                      consistent=not flags, seq=self.seq, flags=flags, tasks=tasks, log=lines)
+        make = _built if self.backend == "accel" else Sample
+        return make(guest=self.name, ts=ts, features=features, backend=self.backend,
+                    consistent=not flags, seq=self.seq, flags=flags, tasks=tasks, log=lines)
 
     def _sample_volatility(self) -> Sample:
         ts = time.time()

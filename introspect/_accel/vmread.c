@@ -30,6 +30,16 @@
 static PyObject *AddressError; /* AddressError(layer, address, why) */
 static PyObject *Inconsistent; /* Inconsistent(message) */
 
+/* The values of one task record as read last time, raw and as Python objects: a value
+ * that did not change (most of them, between two samples) is the same immutable object
+ * again instead of a new one. Records themselves are new dicts every time. */
+#define N_TASK_VALUES 12
+struct task_cache {
+    uint64_t raw[N_TASK_VALUES];
+    char comm[16];
+    PyObject *obj[N_TASK_VALUES];
+};
+
 typedef struct {
     PyObject_HEAD
     uint8_t *mem;
@@ -39,6 +49,8 @@ typedef struct {
     uint32_t gen; /* TLB entries of older generations are stale */
     uint32_t tlb_gen[TLB_SIZE];
     uint64_t tlb_page[TLB_SIZE], tlb_phys[TLB_SIZE];
+    struct task_cache *cache; /* read_tasks: the previous sample's values, by position */
+    Py_ssize_t cache_len;
 } Space;
 
 /* -- errors ------------------------------------------------------------------- */
@@ -219,7 +231,17 @@ static int Space_init(Space *s, PyObject *args, PyObject *kw) {
     return 0;
 }
 
+static void cache_clear(Space *s) {
+    for (Py_ssize_t i = 0; i < s->cache_len; i++)
+        for (int k = 0; k < N_TASK_VALUES; k++)
+            Py_CLEAR(s->cache[i].obj[k]);
+    PyMem_Free(s->cache);
+    s->cache = NULL;
+    s->cache_len = 0;
+}
+
 static void Space_dealloc(Space *s) {
+    cache_clear(s);
     Space_unmap(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -243,6 +265,7 @@ static PyObject *Space_flush(Space *s, PyObject *unused) {
 
 static PyObject *Space_close(Space *s, PyObject *unused) {
     (void)unused;
+    cache_clear(s);
     Space_unmap(s);
     Py_RETURN_NONE;
 }
@@ -430,6 +453,628 @@ fail:
     return NULL;
 }
 
+/* -- the whole task group in C: records and features, as features.read_tasks ---- */
+#define TASK_IDLE 0x402
+#define PF_KTHREAD 0x00200000U
+#define RSS_VALID (1ULL << 62)
+#define TOP_MAX 16
+#define PCPU_MAX 8192
+
+static PyObject *int128_to_py(__int128 v) {
+    if (v >= INT64_MIN && v <= INT64_MAX)
+        return PyLong_FromLongLong((long long)v);
+    if (v >= 0 && (unsigned __int128)v <= UINT64_MAX)
+        return PyLong_FromUnsignedLongLong((unsigned long long)v);
+    unsigned char bytes[16];
+    memcpy(bytes, &v, 16); /* little-endian x86-64 */
+    return _PyLong_FromByteArray(bytes, 16, 1, 1);
+}
+
+/* d[key] = value, stealing the value */
+static int set_item(PyObject *d, const char *key, PyObject *value) {
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* the keys of a task record, in features.read_tasks' order (interned once) */
+#define N_TASK_KEYS N_TASK_VALUES
+static PyObject *task_keys[N_TASK_KEYS];
+static const char *task_key_names[N_TASK_KEYS] = {
+    "address", "pid", "tgid", "ppid", "comm", "state", "kthread", "utime", "stime",
+    "min_flt", "maj_flt", "rss_pages"};
+
+/* read_tasks(head, offsets, limit, top) -> (features, tasks): features.read_tasks in one
+ * call: the same per-task dicts (same keys, same order) and the same features, float sums
+ * added in list order as Python 3.11's sum() does, the busiest by a stable sort. */
+static PyObject *Space_read_tasks(Space *s, PyObject *args) {
+    static const char letters[] = "RSDTtXZP";
+    static const char *state_names[] = {"tasks_running", "tasks_sleeping", "tasks_blocked",
+                                        "tasks_idle", "tasks_stopped", "tasks_zombie"};
+    unsigned long long head;
+    PyObject *offsets_arg;
+    Py_ssize_t limit;
+    int top;
+    uint64_t o[N_OFFSETS];
+    if (!PyArg_ParseTuple(args, "KOni", &head, &offsets_arg, &limit, &top) || ready(s) < 0)
+        return NULL;
+    if (top < 0 || top > TOP_MAX) {
+        PyErr_Format(PyExc_ValueError, "top %d out of range (0-%d)", top, TOP_MAX);
+        return NULL;
+    }
+    PyObject *offsets = PySequence_Fast(offsets_arg, "offsets must be a sequence");
+    if (offsets == NULL)
+        return NULL;
+    if (PySequence_Fast_GET_SIZE(offsets) != N_OFFSETS) {
+        Py_DECREF(offsets);
+        PyErr_Format(PyExc_ValueError, "read_tasks() takes %d offsets", N_OFFSETS);
+        return NULL;
+    }
+    for (int i = 0; i < N_OFFSETS; i++) {
+        if (addr_arg(PySequence_Fast_GET_ITEM(offsets, i), &o[i]) < 0) {
+            Py_DECREF(offsets);
+            return NULL;
+        }
+    }
+    Py_DECREF(offsets);
+
+    PyObject *tasks = PyList_New(0), *features = NULL;
+    Py_ssize_t counts[6] = {0, 0, 0, 0, 0, 0}, kthreads = 0, n = 0;
+    double sum_ut = 0.0, sum_st = 0.0, best[TOP_MAX];
+    unsigned __int128 sum_min = 0, sum_maj = 0, sum_rss = 0;
+    int nbest = 0, done = 0;
+    uint64_t node = head;
+    for (Py_ssize_t i = 0; tasks != NULL && i < limit; i++) {
+        uint64_t next, t, parent, mm, times[2], faults[2], rss[4] = {0, 0, 0, 0};
+        int32_t pid, tgid, ppid = 0, exit_state;
+        uint32_t state, flags;
+        char comm[16];
+        if (list_next(s, head, node, &next) < 0)
+            goto fail;
+        if (next == head) {
+            done = 1;
+            break;
+        }
+        t = next - o[O_TASKS];
+        if (rd_s32(s, t + o[O_PID], &pid) < 0)
+            goto fail;
+        if (!(0 < pid && pid < PID_MAX)) {
+            char message[64];
+            snprintf(message, sizeof message, "task at %#llx has pid %d",
+                     (unsigned long long)t, pid);
+            inconsistent(message);
+            goto fail;
+        }
+        if (rd_s32(s, t + o[O_TGID], &tgid) < 0 || rd_u32(s, t + o[O_STATE], &state) < 0
+            || rd_s32(s, t + o[O_EXIT], &exit_state) < 0
+            || rd_u32(s, t + o[O_FLAGS], &flags) < 0 || rd_u64(s, t + o[O_PARENT], &parent) < 0
+            || rd_u64(s, t + o[O_MM], &mm) < 0 || vread(s, t + o[O_COMM], comm, 16) < 0
+            || rd_u64(s, t + o[O_UTIME], &times[0]) < 0
+            || rd_u64(s, t + o[O_STIME], &times[1]) < 0
+            || rd_u64(s, t + o[O_MINFLT], &faults[0]) < 0
+            || rd_u64(s, t + o[O_MAJFLT], &faults[1]) < 0)
+            goto fail;
+        if (parent && rd_s32(s, parent + o[O_TGID], &ppid) < 0)
+            goto fail;
+        if (mm && vread(s, mm + o[O_RSS], rss, sizeof rss) < 0)
+            goto fail;
+        /* task_state(): 'I' for TASK_IDLE, else by the highest bit of (state|exit) & 0x7f */
+        char letter;
+        if (state == TASK_IDLE) {
+            letter = 'I';
+        } else {
+            uint32_t report = (state | (uint32_t)exit_state) & 0x7F;
+            int bits = 0;
+            while (report) {
+                bits++;
+                report >>= 1;
+            }
+            letter = letters[bits];
+        }
+        switch (letter) {
+        case 'R': counts[0]++; break;
+        case 'S': counts[1]++; break;
+        case 'D': counts[2]++; break;
+        case 'I': counts[3]++; break;
+        case 'T': case 't': counts[4]++; break;
+        case 'Z': counts[5]++; break;
+        default: break;
+        }
+        int kthread = (flags & PF_KTHREAD) != 0;
+        kthreads += kthread;
+        unsigned __int128 rss_pages = 0;
+        uint64_t rss_used[3] = {rss[0], rss[1], rss[3]};
+        for (int r = 0; r < 3; r++)
+            if (rss_used[r] < RSS_VALID)
+                rss_pages += rss_used[r];
+        double ut = (double)times[0] / 1e9, st = (double)times[1] / 1e9, cpu = ut + st;
+        sum_ut += ut;
+        sum_st += st;
+        sum_min += faults[0];
+        sum_maj += faults[1];
+        sum_rss += rss_pages;
+        /* sorted(..., reverse=True) is stable: an equal key goes after the earlier ones */
+        int at = nbest;
+        while (at > 0 && best[at - 1] < cpu)
+            at--;
+        if (at < top) {
+            int last = nbest < top ? nbest : top - 1;
+            for (int j = last; j > at; j--)
+                best[j] = best[j - 1];
+            best[at] = cpu;
+            if (nbest < top)
+                nbest++;
+        }
+        if (n >= s->cache_len) { /* one more slot, empty */
+            Py_ssize_t want = s->cache_len ? 2 * s->cache_len : 64;
+            struct task_cache *grown = PyMem_Realloc(s->cache, (size_t)want * sizeof *grown);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            memset(grown + s->cache_len, 0, (size_t)(want - s->cache_len) * sizeof *grown);
+            s->cache = grown;
+            s->cache_len = want;
+        }
+        struct task_cache *c = &s->cache[n];
+        uint64_t raw[N_TASK_VALUES] = {
+            t, (uint64_t)(uint32_t)pid, (uint64_t)(uint32_t)tgid, (uint64_t)(uint32_t)ppid, 0,
+            (uint64_t)(unsigned char)letter, (uint64_t)kthread, times[0], times[1], faults[0],
+            faults[1], (uint64_t)rss_pages};
+        PyObject *rec = _PyDict_NewPresized(N_TASK_VALUES);
+        int bad = rec == NULL || PyList_Append(tasks, rec) < 0;
+        Py_XDECREF(rec);
+        for (int k = 0; k < N_TASK_VALUES && !bad; k++) {
+            int same = c->obj[k] != NULL && (k == 4 ? memcmp(c->comm, comm, 16) == 0
+                                                    : c->raw[k] == raw[k]);
+            if (!same) {
+                PyObject *v = NULL;
+                char letter_s[2] = {letter, 0};
+                switch (k) {
+                case 0: v = PyLong_FromUnsignedLongLong(t); break;
+                case 1: v = PyLong_FromLong(pid); break;
+                case 2: v = PyLong_FromLong(tgid); break;
+                case 3: v = PyLong_FromLong(ppid); break;
+                case 4: v = PyUnicode_DecodeUTF8(comm, (Py_ssize_t)strnlen(comm, 16),
+                                                 "replace"); break;
+                case 5: v = PyUnicode_FromString(letter_s); break;
+                case 6: v = PyBool_FromLong(kthread); break;
+                case 7: v = PyFloat_FromDouble(ut); break;
+                case 8: v = PyFloat_FromDouble(st); break;
+                case 9: v = PyLong_FromUnsignedLongLong(faults[0]); break;
+                case 10: v = PyLong_FromUnsignedLongLong(faults[1]); break;
+                default: v = int128_to_py((__int128)rss_pages); break;
+                }
+                if (v == NULL) {
+                    bad = 1;
+                    break;
+                }
+                Py_XSETREF(c->obj[k], v);
+                c->raw[k] = raw[k];
+                if (k == 4)
+                    memcpy(c->comm, comm, 16);
+            }
+            if (PyDict_SetItem(rec, task_keys[k], c->obj[k]) < 0)
+                bad = 1;
+        }
+        if (bad)
+            goto fail;
+        n++;
+        node = next;
+    }
+    if (tasks == NULL)
+        return NULL;
+    if (!done) {
+        too_long(head, limit);
+        goto fail;
+    }
+    features = PyDict_New();
+    if (features == NULL)
+        goto fail;
+    /* sum() of no floats is the int 0 */
+    if (set_item(features, "tasks", PyLong_FromSsize_t(n)) < 0)
+        goto fail;
+    for (int i = 0; i < 6; i++)
+        if (set_item(features, state_names[i], PyLong_FromSsize_t(counts[i])) < 0)
+            goto fail;
+    if (set_item(features, "tasks_kthreads", PyLong_FromSsize_t(kthreads)) < 0
+        || set_item(features, "tasks_utime_s",
+                    n ? PyFloat_FromDouble(sum_ut) : PyLong_FromLong(0)) < 0
+        || set_item(features, "tasks_stime_s",
+                    n ? PyFloat_FromDouble(sum_st) : PyLong_FromLong(0)) < 0
+        || set_item(features, "tasks_minflt", int128_to_py((__int128)sum_min)) < 0
+        || set_item(features, "tasks_majflt", int128_to_py((__int128)sum_maj)) < 0
+        || set_item(features, "tasks_rss_pages", int128_to_py((__int128)sum_rss)) < 0)
+        goto fail;
+    for (int i = 0; i < nbest; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "top%d_cpu_s", i + 1);
+        if (set_item(features, key, PyFloat_FromDouble(best[i])) < 0)
+            goto fail;
+    }
+    PyObject *out = PyTuple_Pack(2, features, tasks);
+    Py_DECREF(features);
+    Py_DECREF(tasks);
+    return out;
+fail:
+    Py_XDECREF(features);
+    Py_XDECREF(tasks);
+    return NULL;
+}
+
+/* -- feature plans: groups of sums of reads at fixed addresses ---------------------- */
+/* A plan is a sequence of items (name, type, base, addresses, mode, number):
+ *   type: 'Q' u64, 'q' s64, 'I' u32, 'i' s32, 'H' u16 (each address read as that type)
+ *   base: 0, or the address of a u64 pointer read first and added to every address
+ *   mode 0: int, sum * number;  mode 1: float, sum / number (int -> double first, as
+ *   Python's int / float);  mode 2: float, ((sum + bias) mod 2**64) / number, bias in
+ *   item 7 (the uptime: ((jiffies - INITIAL_JIFFIES) & (2**64 - 1)) / hz). */
+static int plan_value(Space *s, PyObject *item, __int128 *sum) {
+    const char *type;
+    unsigned long long base;
+    PyObject *addrs;
+    Py_ssize_t count;
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 6) {
+        PyErr_SetString(PyExc_ValueError, "plan item: (name, type, base, addrs, mode, num)");
+        return -1;
+    }
+    type = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 1));
+    if (type == NULL || addr_arg(PyTuple_GET_ITEM(item, 2), (uint64_t *)&base) < 0)
+        return -1;
+    addrs = PyTuple_GET_ITEM(item, 3);
+    if (!PyTuple_Check(addrs)) {
+        PyErr_SetString(PyExc_ValueError, "plan item addresses must be a tuple");
+        return -1;
+    }
+    uint64_t add = 0;
+    if (base && rd_u64(s, base, &add) < 0)
+        return -1;
+    count = PyTuple_GET_SIZE(addrs);
+    *sum = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t a;
+        if (addr_arg(PyTuple_GET_ITEM(addrs, i), &a) < 0)
+            return -1;
+        a += add;
+        switch (type[0]) {
+        case 'Q': { uint64_t v; if (rd_u64(s, a, &v) < 0) return -1; *sum += v; break; }
+        case 'q': { int64_t v; if (vread(s, a, &v, 8) < 0) return -1; *sum += v; break; }
+        case 'I': { uint32_t v; if (rd_u32(s, a, &v) < 0) return -1; *sum += v; break; }
+        case 'i': { int32_t v; if (rd_s32(s, a, &v) < 0) return -1; *sum += v; break; }
+        case 'H': { uint16_t v; if (rd_u16(s, a, &v) < 0) return -1; *sum += v; break; }
+        default:
+            PyErr_Format(PyExc_ValueError, "plan item type %s unknown", type);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* the numbers of a plan item from index `from` on, as uint64 (offsets, addresses) */
+static int item_u64s(PyObject *item, Py_ssize_t from, uint64_t *out, Py_ssize_t n) {
+    if (PyTuple_GET_SIZE(item) < from + n) {
+        PyErr_Format(PyExc_ValueError, "plan item needs %zd numbers", n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (addr_arg(PyTuple_GET_ITEM(item, from + i), &out[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* a C string of at most `limit` bytes at vaddr, as kernel.cstring (UTF-8, replace) */
+static PyObject *cstring(Space *s, uint64_t vaddr, size_t limit) {
+    char buf[64];
+    if (limit > sizeof buf)
+        limit = sizeof buf;
+    if (vread(s, vaddr, buf, limit) < 0)
+        return NULL;
+    return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strnlen(buf, limit), "replace");
+}
+
+static int set_named(PyObject *out, PyObject *name, const char *suffix, PyObject *value) {
+    if (value == NULL)
+        return -1;
+    PyObject *key = PyUnicode_FromFormat("%U_%s", name, suffix);
+    int rc = key == NULL ? -1 : PyDict_SetItem(out, key, value);
+    Py_XDECREF(key);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* the list nodes after head, into a PyMem array (bounded, next->prev checked) */
+static Py_ssize_t list_nodes(Space *s, uint64_t head, Py_ssize_t limit, uint64_t **nodes) {
+    uint64_t *out = PyMem_Malloc((size_t)limit * 8), node = head, next;
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < limit; i++) {
+        if (list_next(s, head, node, &next) < 0)
+            break;
+        if (next == head) {
+            *nodes = out;
+            return i;
+        }
+        out[i] = node = next;
+    }
+    if (!PyErr_Occurred())
+        too_long(head, limit);
+    PyMem_Free(out);
+    return -1;
+}
+
+/* features.read_block: item ("", "B", &block_class.p, o_list (from *p to the klist's
+ * list head), o_node, o_knode, o_dev, o_name, o_bd, o_partno, o_stats, o_sec, o_ios,
+ * o_ticks, hz, per-CPU offsets...) */
+static int block_into(Space *s, PyObject *item, PyObject *out) {
+    enum { P_AT, LIST, NODE, KNODE, DEV, NAME, BD, PARTNO, STATS, SEC, IOS, TICKS, HZ, N };
+    uint64_t o[N], cpus[PCPU_MAX], *nodes = NULL, p;
+    Py_ssize_t ncpu = PyTuple_GET_SIZE(item) - 2 - N;
+    if (ncpu < 0 || ncpu > PCPU_MAX || item_u64s(item, 2, o, N) < 0
+        || item_u64s(item, 2 + N, cpus, ncpu) < 0)
+        return PyErr_Occurred() ? -1 : (PyErr_SetString(PyExc_ValueError, "block item"), -1);
+    if (o[HZ] == 0) {
+        PyErr_SetString(PyExc_ZeroDivisionError, "hz is 0");
+        return -1;
+    }
+    if (rd_u64(s, o[P_AT], &p) < 0)
+        return -1;
+    Py_ssize_t count = list_nodes(s, p + o[LIST], 1024, &nodes);
+    if (count < 0)
+        return -1;
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t dev, name_at, stats;
+        uint8_t partno;
+        if (rd_u64(s, nodes[i] - o[NODE] - o[KNODE] + o[DEV], &dev) < 0
+            || vread(s, dev - o[BD] + o[PARTNO], &partno, 1) < 0)
+            goto done;
+        if (partno != 0)
+            continue;
+        if (rd_u64(s, dev + o[NAME], &name_at) < 0)
+            goto done;
+        PyObject *name = cstring(s, name_at, 32);
+        if (name == NULL)
+            goto done;
+        const char *u = PyUnicode_AsUTF8(name);
+        if (u == NULL || (strncmp(u, "loop", 4) != 0 && strncmp(u, "ram", 3) != 0)) {
+            unsigned __int128 rd = 0, rs = 0, wr = 0, ws = 0, ticks = 0;
+            int bad = u == NULL || rd_u64(s, dev - o[BD] + o[STATS], &stats) < 0;
+            for (Py_ssize_t cpu = 0; !bad && cpu < ncpu; cpu++) {
+                uint64_t at = stats + cpus[cpu], sec[4], ios[4], tk;
+                if (vread(s, at + o[SEC], sec, 32) < 0 || vread(s, at + o[IOS], ios, 32) < 0
+                    || rd_u64(s, at + o[TICKS], &tk) < 0) {
+                    bad = 1;
+                    break;
+                }
+                rd += ios[0], rs += sec[0], wr += ios[1], ws += sec[1], ticks += tk;
+            }
+            if (bad || set_named(out, name, "rd", int128_to_py((__int128)rd)) < 0
+                || set_named(out, name, "rsec", int128_to_py((__int128)rs)) < 0
+                || set_named(out, name, "wr", int128_to_py((__int128)wr)) < 0
+                || set_named(out, name, "wsec", int128_to_py((__int128)ws)) < 0
+                || set_named(out, name, "ioms",
+                             int128_to_py((__int128)(ticks * 1000 / o[HZ]))) < 0) {
+                Py_DECREF(name);
+                goto done;
+            }
+        }
+        Py_DECREF(name);
+    }
+    rc = 0;
+done:
+    PyMem_Free(nodes);
+    return rc;
+}
+
+/* features.read_net: item ("", "N", head, o_list, o_name, o_stats, o_core, o_rxe, o_txe,
+ * o_rxd, o_txd, virtio, priv, o_pairs, o_rq, o_sq, rq_size, sq_size, o_rq_packets,
+ * o_sq_packets, per-CPU offsets...); virtio 0: no virtio-net type, devices only counted */
+static int net_into(Space *s, PyObject *item, PyObject *out) {
+    enum { HEAD, LIST, NAME, STATS, CORE, RXE, TXE, RXD, TXD, VIRTIO, PRIV, PAIRS, RQ, SQ,
+           RQ_SIZE, SQ_SIZE, RQ_PKT, SQ_PKT, N };
+    uint64_t o[N], cpus[PCPU_MAX], *nodes = NULL;
+    Py_ssize_t ncpu = PyTuple_GET_SIZE(item) - 2 - N;
+    if (ncpu < 0 || ncpu > PCPU_MAX || item_u64s(item, 2, o, N) < 0
+        || item_u64s(item, 2 + N, cpus, ncpu) < 0)
+        return PyErr_Occurred() ? -1 : (PyErr_SetString(PyExc_ValueError, "net item"), -1);
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL || PyDict_SetItemString(out, "net_devices", zero) < 0) {
+        Py_XDECREF(zero);
+        return -1;
+    }
+    Py_DECREF(zero);
+    Py_ssize_t count = list_nodes(s, o[HEAD], 1024, &nodes);
+    if (count < 0)
+        return -1;
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t dev = nodes[i] - o[LIST];
+        PyObject *name = cstring(s, dev + o[NAME], 16);
+        if (name == NULL)
+            goto done;
+        const char *u = PyUnicode_AsUTF8(name);
+        if (u == NULL) {
+            Py_DECREF(name);
+            goto done;
+        }
+        if (strcmp(u, "lo") == 0 || !(o[VIRTIO] && strncmp(u, "eth", 3) == 0)) {
+            Py_DECREF(name);
+            continue;
+        }
+        uint64_t priv = dev + o[PRIV], rq, sq, rx[3] = {0, 0, 0}, tx[2] = {0, 0}, v[3];
+        uint64_t rxd, txd, core, rxe, txe;
+        uint16_t pairs;
+        unsigned __int128 rxp = 0, rxb = 0, rxdrop = 0, txp = 0, txb = 0, txdrop;
+        int bad = rd_u16(s, priv + o[PAIRS], &pairs) < 0;
+        if (!bad && !(0 < pairs && pairs <= 256)) {
+            char message[96];
+            snprintf(message, sizeof message, "virtio-net device at %#llx reports %u queue "
+                     "pairs", (unsigned long long)dev, pairs);
+            inconsistent(message);
+            bad = 1;
+        }
+        bad = bad || rd_u64(s, priv + o[RQ], &rq) < 0 || rd_u64(s, priv + o[SQ], &sq) < 0;
+        for (unsigned q = 0; !bad && q < pairs; q++) {
+            if (vread(s, rq + q * o[RQ_SIZE] + o[RQ_PKT], rx, 24) < 0
+                || vread(s, sq + q * o[SQ_SIZE] + o[SQ_PKT], tx, 16) < 0) {
+                bad = 1;
+                break;
+            }
+            rxp += rx[0], rxb += rx[1], rxdrop += rx[2], txp += tx[0], txb += tx[1];
+        }
+        bad = bad || rd_u64(s, dev + o[STATS] + o[RXD], &rxd) < 0
+            || rd_u64(s, dev + o[STATS] + o[TXD], &txd) < 0 || rd_u64(s, dev + o[CORE], &core) < 0;
+        rxdrop += rxd;
+        txdrop = txd;
+        for (Py_ssize_t cpu = 0; !bad && core && cpu < ncpu; cpu++) {
+            if (vread(s, core + cpus[cpu], v, 16) < 0) {
+                bad = 1;
+                break;
+            }
+            rxdrop += v[0], txdrop += v[1];
+        }
+        bad = bad || rd_u64(s, dev + o[STATS] + o[RXE], &rxe) < 0
+            || rd_u64(s, dev + o[STATS] + o[TXE], &txe) < 0;
+        if (bad || set_named(out, name, "rxp", int128_to_py((__int128)rxp)) < 0
+            || set_named(out, name, "txp", int128_to_py((__int128)txp)) < 0
+            || set_named(out, name, "rxb", int128_to_py((__int128)rxb)) < 0
+            || set_named(out, name, "txb", int128_to_py((__int128)txb)) < 0
+            || set_named(out, name, "rxdrop", int128_to_py((__int128)rxdrop)) < 0
+            || set_named(out, name, "txdrop", int128_to_py((__int128)txdrop)) < 0
+            || set_named(out, name, "rxerr", PyLong_FromUnsignedLongLong(rxe)) < 0
+            || set_named(out, name, "txerr", PyLong_FromUnsignedLongLong(txe)) < 0) {
+            Py_DECREF(name);
+            goto done;
+        }
+        Py_DECREF(name);
+    }
+    PyObject *n = PyLong_FromSsize_t(count);
+    if (n == NULL || PyDict_SetItemString(out, "net_devices", n) < 0) {
+        Py_XDECREF(n);
+        goto done;
+    }
+    Py_DECREF(n);
+    rc = 0;
+done:
+    PyMem_Free(nodes);
+    return rc;
+}
+
+static int plan_into(Space *s, PyObject *plan, PyObject *out) {
+    PyObject *items = PySequence_Fast(plan, "a plan is a sequence of items");
+    if (items == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i), *value = NULL;
+        __int128 sum;
+        const char *type = PyTuple_Check(item) && PyTuple_GET_SIZE(item) > 2 ?
+            PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 1)) : "";
+        if (type == NULL)
+            goto fail;
+        if (type[0] == 'B' || type[0] == 'N') { /* a whole list-walking group */
+            if ((type[0] == 'B' ? block_into(s, item, out) : net_into(s, item, out)) < 0)
+                goto fail;
+            continue;
+        }
+        if (plan_value(s, item, &sum) < 0)
+            goto fail;
+        long mode = PyLong_AsLong(PyTuple_GET_ITEM(item, 4));
+        PyObject *num = PyTuple_GET_ITEM(item, 5);
+        if (mode == -1 && PyErr_Occurred())
+            goto fail;
+        if (mode == 0) {
+            long long mul = PyLong_AsLongLong(num);
+            if (mul == -1 && PyErr_Occurred())
+                goto fail;
+            value = int128_to_py(sum * mul);
+        } else if (mode == 1 || mode == 2) {
+            double div = PyFloat_AsDouble(num);
+            if (div == -1.0 && PyErr_Occurred())
+                goto fail;
+            if (mode == 2) {
+                long long bias = PyTuple_GET_SIZE(item) > 6 ?
+                    PyLong_AsLongLong(PyTuple_GET_ITEM(item, 6)) : 0;
+                if (bias == -1 && PyErr_Occurred())
+                    goto fail;
+                value = PyFloat_FromDouble((double)(uint64_t)(sum + bias) / div);
+            } else {
+                value = PyFloat_FromDouble((double)sum / div);
+            }
+        } else {
+            PyErr_Format(PyExc_ValueError, "plan item mode %ld unknown", mode);
+            goto fail;
+        }
+        if (value == NULL || PyDict_SetItem(out, PyTuple_GET_ITEM(item, 0), value) < 0) {
+            Py_XDECREF(value);
+            goto fail;
+        }
+        Py_DECREF(value);
+    }
+    Py_DECREF(items);
+    return 0;
+fail:
+    Py_DECREF(items);
+    return -1;
+}
+
+/* read_plan(plan) -> features of one group (raises as the group's reader would) */
+static PyObject *Space_read_plan(Space *s, PyObject *plan) {
+    if (ready(s) < 0)
+        return NULL;
+    PyObject *out = PyDict_New();
+    if (out != NULL && plan_into(s, plan, out) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+/* read_plans(plans, features) -> list of the names of groups that failed. plans is a
+ * sequence of (group, plan); every group that reads is added to features in order, a
+ * group that raises AddressError or Inconsistent is named (its features left out) for
+ * the caller to retry: one call for all the fixed-address groups of a sample. */
+static PyObject *Space_read_plans(Space *s, PyObject *args) {
+    PyObject *plans_arg, *features;
+    if (!PyArg_ParseTuple(args, "OO!", &plans_arg, &PyDict_Type, &features) || ready(s) < 0)
+        return NULL;
+    PyObject *plans = PySequence_Fast(plans_arg, "plans must be a sequence");
+    if (plans == NULL)
+        return NULL;
+    PyObject *failed = PyList_New(0), *group = PyDict_New();
+    if (failed == NULL || group == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(plans); i++) {
+        PyObject *entry = PySequence_Fast_GET_ITEM(plans, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+            PyErr_SetString(PyExc_ValueError, "plans: (group, plan) pairs");
+            goto fail;
+        }
+        PyDict_Clear(group);
+        if (plan_into(s, PyTuple_GET_ITEM(entry, 1), group) < 0) {
+            if (!(PyErr_ExceptionMatches(AddressError) || PyErr_ExceptionMatches(Inconsistent)
+                  || PyErr_ExceptionMatches(PyExc_OverflowError)))
+                goto fail;
+            PyErr_Clear();
+            if (PyList_Append(failed, PyTuple_GET_ITEM(entry, 0)) < 0)
+                goto fail;
+            continue;
+        }
+        if (PyDict_Update(features, group) < 0)
+            goto fail;
+    }
+    Py_DECREF(group);
+    Py_DECREF(plans);
+    return failed;
+fail:
+    Py_XDECREF(group);
+    Py_XDECREF(failed);
+    Py_DECREF(plans);
+    return NULL;
+}
+
 /* walk_list(head, limit): addresses of the list_head nodes after head */
 static PyObject *Space_walk_list(Space *s, PyObject *args) {
     unsigned long long head;
@@ -473,6 +1118,12 @@ static PyMethodDef Space_methods[] = {
      "walk_list(head, limit) -> list of node addresses (next->prev checked)"},
     {"tasks", (PyCFunction)Space_tasks, METH_VARARGS,
      "tasks(head, offsets, limit) -> list of raw task rows"},
+    {"read_tasks", (PyCFunction)Space_read_tasks, METH_VARARGS,
+     "read_tasks(head, offsets, limit, top) -> (features, task records), as read_tasks"},
+    {"read_plan", (PyCFunction)Space_read_plan, METH_O,
+     "read_plan(plan) -> features of one group of fixed-address reads"},
+    {"read_plans", (PyCFunction)Space_read_plans, METH_VARARGS,
+     "read_plans(plans, features) -> names of the groups that failed"},
     {"flush", (PyCFunction)Space_flush, METH_NOARGS, "forget cached page-table walks"},
     {"close", (PyCFunction)Space_close, METH_NOARGS, "unmap the RAM file"},
     {NULL, NULL, 0, NULL},
@@ -515,6 +1166,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__vmread(void) {
     if (PyType_Ready(&SpaceType) < 0)
         return NULL;
+    for (int k = 0; k < N_TASK_KEYS; k++)
+        if (task_keys[k] == NULL
+            && (task_keys[k] = PyUnicode_InternFromString(task_key_names[k])) == NULL)
+            return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -144,3 +144,61 @@ def test_task_rows_match_the_python_walk(tmp_path):
     torn = _vmread.Space(str(ram_file(tmp_path, 16 * MiB, writes).path), 0, 0, False, DMAP)
     with pytest.raises(Inconsistent, match="has pid 0"):
         torn.tasks(DMAP + 0x9000, offsets, 100)
+
+
+def _accel_view(tmp_path, synthetic):
+    """An ``AccelKernel`` on a RAM file holding the synthetic kernel's pages (its
+    addresses are in the direct map, so the file offset is the address - DMAP)."""
+    from vmroc.introspect.backends import AccelKernel
+    path = tmp_path / "synthetic.ram"
+    with open(path, "wb") as f:
+        f.truncate(max(page for page in synthetic.pages) * 4096 + 4096 - DMAP)
+        for page, data in synthetic.pages.items():
+            f.seek(page * 4096 - DMAP)
+            f.write(data)
+    k = object.__new__(AccelKernel)  # no kernel to find: the synthetic one's tables
+    k.guest, k.symbols, k.kaslr = "synthetic", synthetic.symbols, 0
+    k.nr_cpus, k.per_cpu_offset = synthetic.nr_cpus, synthetic.per_cpu_offset
+    k.space = s = _vmread.Space(str(path), 0, 0, False, DMAP)
+    k.read, k.u64, k.u32, k.s32, k.u16, k.u64s, k.flush = (s.read, s.u64, s.u32, s.s32, s.u16,
+                                                           s.u64s, s.flush)
+    return k
+
+
+def _same(a, b):
+    """Equal, in the same order, with the same types (an int is not a float here)."""
+    assert a == b
+    assert [(k, type(v)) for k, v in a.items()] == [(k, type(v)) for k, v in b.items()]
+
+
+def test_whole_groups_in_c_match_the_python_readers(tmp_path):
+    """read_tasks and the fixed-address groups' plans give what features' readers give
+    (same names, order, values and types) on the synthetic kernel."""
+    from vmroc.introspect.features import GROUPS, read_tasks
+
+    from .synthetic_kernel import SyntheticKernel
+    synthetic = SyntheticKernel()
+    k = _accel_view(tmp_path, synthetic)
+    features, tasks = k.read_tasks()
+    want_features, want_tasks = read_tasks(synthetic)
+    _same(features, want_features)
+    assert len(tasks) == len(want_tasks) >= 3
+    for got, want in zip(tasks, want_tasks):
+        _same(got, want)
+    planned = []
+    for name, fn in GROUPS.items():
+        plan = k.plan(name, 250)
+        if plan is None:
+            continue
+        planned.append((name, plan))
+        want = fn(synthetic, hz=250) if name in ("time", "block") else fn(synthetic)
+        _same(k.space.read_plan(plan), want)
+    assert [n for n, _ in planned] == list(GROUPS)  # every group: one C call per sample
+    out = {}
+    assert k.space.read_plans(planned, out) == []
+    assert len(out) == sum(len(k.space.read_plan(p)) for _, p in planned)
+    broken = [("bad", (("bad1", "Q", 0, (8,), 1, 2048.0),)), *planned]  # an unmapped address
+    again = {}
+    assert k.space.read_plans(broken, again) == ["bad"] and again == out  # the rest are read
+    with pytest.raises(AddressError):
+        k.space.read_plan(broken[0][1])
