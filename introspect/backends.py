@@ -24,6 +24,7 @@ from .errors import IntrospectError
 from .features import MAX_LIST
 from .kernel import GuestKernel, KernelMismatchError, KernelView
 from .layers import AddressError
+from .printk import MAX_RECORDS, KernelLog
 from .symbols import SymbolFiles, SymbolTable
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,24 @@ BACKENDS = ("accel", "mmap", "libvmi", "volatility")
 def default_backend() -> str:
     """``accel`` when the C module is built, else ``mmap``."""
     return "accel" if _accel.available() else "mmap"
+
+
+class AccelLog(KernelLog):
+    """``KernelLog`` read in C (``Space.read_log``): ``read_lines`` gives the lines the
+    sampler makes of ``read_new``'s records (``str(record)``) and how many of them are
+    errors (level <= 3), from the same descriptors, with the same resume state."""
+
+    def __init__(self, k: "AccelKernel"):
+        super().__init__(k)
+        self._params = (k.sym("prb"), self.o_desc_ring, self.o_text_ring, self.o_count_bits,
+                        self.o_descs, self.o_infos, self.o_head, self.o_tail, self.o_size_bits,
+                        self.o_data, self.desc_size, self.info_size, self.o_lpos, self.o_seq,
+                        self.o_len)
+
+    def read_lines(self, limit: int = MAX_RECORDS) -> tuple[list[str], int]:
+        lines, errors, self.next_id, self.next_seq = self.k.space.read_log(
+            self._params, self.next_id, self.next_seq, limit)
+        return lines, errors
 
 
 class AccelKernel(GuestKernel):
@@ -47,6 +66,7 @@ class AccelKernel(GuestKernel):
     the sampler only wraps the result."""
 
     name = "accel"
+    kernel_log = AccelLog  # the sampler's reader of the kernel log
     _task_walk: tuple | None = None  # (head, offsets, limit) of read_tasks, found once
 
     def __init__(self, ram_path: Path | str, symbols: SymbolTable, guest: str = "",

@@ -114,7 +114,8 @@ class Sampler:
             self.groups: dict = {}
             return
         self.kernel = open_kernel(backend, Path(guest.ram_path), self.files, self.table, self.name)
-        self.klog = KernelLog(self.kernel) if kernel_log and self.table.has_symbol("prb") else None
+        make_log = getattr(self.kernel, "kernel_log", KernelLog)  # accel: read in C
+        self.klog = make_log(self.kernel) if kernel_log and self.table.has_symbol("prb") else None
         self.groups = {}
         for name, fn in GROUPS.items():
             missing = [s for s in fn.REQUIRES if not self.table.has_symbol(s)]
@@ -225,7 +226,12 @@ class Sampler:
                             features.update(self._read_group(
                                 name, lambda k, p=plan: k.space.read_plan(p), flags,
                                 retries=RETRIES - 1) or {})
-            if self.klog is not None:
+            if self.klog is not None and hasattr(self.klog, "read_lines"):
+                lines, errors = self._read_group(
+                    "log", lambda k: self.klog.read_lines(), flags) or ([], 0)
+                features["log_lines"] = len(lines)
+                features["log_errors"] = errors
+            elif self.klog is not None:
                 records = self._read_group("log", lambda k: self.klog.read_new(), flags)
                 lines = [str(r) for r in records or []]
                 features["log_lines"] = len(lines)

@@ -1075,6 +1075,174 @@ fail:
     return NULL;
 }
 
+/* -- the kernel log: printk.KernelLog.read_new and the sampler's lines, in one call -- */
+#define DESC_ID_MASK ((1ULL << 62) - 1)
+
+struct log_rec {
+    uint64_t seq;
+    double ts;
+    int level;
+    PyObject *text;
+};
+
+/* read_log(params, next_id, next_seq, limit) -> (lines, errors, next_id, next_seq): the
+ * records KernelLog.read_new returns, as the lines the sampler makes of them ("[ts] text")
+ * and how many have level <= 3. params: (&prb, o_desc_ring, o_text_ring, o_count_bits,
+ * o_descs, o_infos, o_head, o_tail, o_size_bits, o_data, desc_size, info_size, o_lpos,
+ * o_seq, o_len); next_id None on the first call. The state changes only on success. */
+static PyObject *Space_read_log(Space *s, PyObject *args) {
+    enum { PRB, DESC_RING, TEXT_RING, COUNT_BITS, DESCS, INFOS, HEAD, TAIL, SIZE_BITS, DATA,
+           DESC_SIZE, INFO_SIZE, LPOS, SEQ, LEN, N };
+    PyObject *params, *next_id_arg, *lines = NULL, *out = NULL;
+    unsigned long long next_seq;
+    Py_ssize_t limit;
+    uint64_t o[N];
+    if (!PyArg_ParseTuple(args, "O!OKn", &PyTuple_Type, &params, &next_id_arg, &next_seq,
+                          &limit) || ready(s) < 0)
+        return NULL;
+    if (PyTuple_GET_SIZE(params) != N || limit < 0) {
+        PyErr_Format(PyExc_ValueError, "read_log() takes %d parameters and a limit >= 0", N);
+        return NULL;
+    }
+    if (item_u64s(params, 0, o, N) < 0)
+        return NULL;
+    uint64_t rb, ring, descs, infos, head, tail, data, next_id = 0;
+    uint32_t count_bits, size_bits;
+    int have_next = next_id_arg != Py_None;
+    if (have_next && addr_arg(next_id_arg, &next_id) < 0)
+        return NULL;
+    if (rd_u64(s, o[PRB], &rb) < 0)
+        return NULL;
+    ring = rb + o[DESC_RING];
+    if (rd_u32(s, ring + o[COUNT_BITS], &count_bits) < 0 || rd_u64(s, ring + o[DESCS], &descs) < 0
+        || rd_u64(s, ring + o[INFOS], &infos) < 0 || rd_u64(s, ring + o[HEAD], &head) < 0
+        || rd_u64(s, ring + o[TAIL], &tail) < 0
+        || rd_u32(s, rb + o[TEXT_RING] + o[SIZE_BITS], &size_bits) < 0
+        || rd_u64(s, rb + o[TEXT_RING] + o[DATA], &data) < 0)
+        return NULL;
+    head &= DESC_ID_MASK;
+    tail &= DESC_ID_MASK;
+    uint64_t n_max = count_bits >= 62 ? UINT64_MAX : 1ULL << count_bits;
+    uint64_t mask = count_bits >= 62 ? UINT64_MAX : n_max - 1;
+    uint64_t ident = tail;
+    if (have_next && ((next_id - tail) & DESC_ID_MASK) <= ((head - tail) & DESC_ID_MASK) + 1)
+        ident = next_id; /* resume after what earlier calls read */
+    uint64_t todo = (head + 1 - ident) & DESC_ID_MASK;
+    if (todo > n_max)
+        todo = n_max;
+    struct log_rec *recs = NULL;
+    Py_ssize_t nrec = 0, cap = 0;
+    char *raw = NULL;
+    size_t raw_cap = 0;
+    for (uint64_t i = 0; i < todo; i++) {
+        uint64_t idx = ident & mask, desc = descs + idx * o[DESC_SIZE], state_var, again;
+        uint64_t lpos[2], si[2];
+        uint16_t length;
+        uint8_t fl[2];
+        if (rd_u64(s, desc, &state_var) < 0)
+            goto fail;
+        if ((state_var & DESC_ID_MASK) != ident)
+            goto next; /* recycled for a newer record: we fell behind */
+        if ((state_var >> 62) == 0 || (state_var >> 62) == 1)
+            break; /* still being written: read again next time */
+        if ((state_var >> 62) != 2)
+            goto next;
+        uint64_t info = infos + idx * o[INFO_SIZE];
+        if (vread(s, desc + o[LPOS], lpos, 16) < 0 || vread(s, info + o[SEQ], si, 16) < 0
+            || rd_u16(s, info + o[LEN], &length) < 0 || vread(s, info + o[LEN] + 2, fl, 2) < 0)
+            goto fail;
+        uint64_t begin = lpos[0], nxt = lpos[1], start;
+        if ((begin & 1) || begin == nxt)
+            goto next; /* data-less record */
+        long long want = length;
+        if (size_bits >= 64) {
+            start = begin;
+        } else {
+            uint64_t size = 1ULL << size_bits;
+            start = begin & (size - 1);
+            if (begin / size != nxt / size)
+                start = 0; /* wrapped: the text starts at the ring's beginning */
+            long long room = (long long)size - (long long)start - 8;
+            if (room < want)
+                want = room;
+        }
+        if (want < 0) {
+            PyErr_Format(PyExc_ValueError, "read length %lld out of range", want);
+            goto fail;
+        }
+        if ((size_t)want > raw_cap) {
+            char *grown = PyMem_Realloc(raw, (size_t)want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            raw = grown;
+            raw_cap = (size_t)want;
+        }
+        if (vread(s, data + start + 8, raw, (uint64_t)want) < 0 || rd_u64(s, desc, &again) < 0)
+            goto fail;
+        if (again != state_var)
+            goto next; /* recycled while we read it */
+        if (si[0] >= next_seq) {
+            if (nrec == cap) {
+                Py_ssize_t grow = cap ? 2 * cap : 16;
+                struct log_rec *bigger = PyMem_Realloc(recs, (size_t)grow * sizeof *recs);
+                if (bigger == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                recs = bigger;
+                cap = grow;
+            }
+            PyObject *text = PyUnicode_DecodeUTF8(raw, (Py_ssize_t)want, "replace");
+            if (text == NULL)
+                goto fail;
+            recs[nrec++] = (struct log_rec){si[0], (double)si[1] / 1e9, fl[1] >> 5, text};
+        }
+    next:
+        ident = (ident + 1) & DESC_ID_MASK;
+    }
+    /* sort by seq, stably (records come nearly sorted: insertion sort) */
+    for (Py_ssize_t i = 1; i < nrec; i++) {
+        struct log_rec r = recs[i];
+        Py_ssize_t j = i;
+        while (j > 0 && recs[j - 1].seq > r.seq) {
+            recs[j] = recs[j - 1];
+            j--;
+        }
+        recs[j] = r;
+    }
+    /* records[-limit:] (records[-0:] is every record) */
+    Py_ssize_t first = limit > 0 && nrec > limit ? nrec - limit : 0, errors = 0;
+    lines = PyList_New(nrec - first);
+    for (Py_ssize_t i = first; lines != NULL && i < nrec; i++) {
+        char *number = PyOS_double_to_string(recs[i].ts, 'f', 6, 0, NULL);
+        if (number == NULL)
+            goto fail;
+        size_t len = strlen(number);
+        char padded[64];
+        snprintf(padded, sizeof padded, "%*s", len < 12 ? 12 : (int)len, number);
+        PyMem_Free(number);
+        PyObject *line = PyUnicode_FromFormat("[%s] %U", padded, recs[i].text);
+        if (line == NULL)
+            goto fail;
+        PyList_SET_ITEM(lines, i - first, line);
+        errors += recs[i].level <= 3;
+    }
+    if (lines == NULL)
+        goto fail;
+    unsigned long long new_seq = nrec > first ? recs[nrec - 1].seq + 1 : next_seq;
+    out = Py_BuildValue("(NnKK)", lines, errors, (unsigned long long)ident, new_seq);
+    lines = NULL;
+fail:
+    Py_XDECREF(lines);
+    for (Py_ssize_t i = 0; i < nrec; i++)
+        Py_DECREF(recs[i].text);
+    PyMem_Free(recs);
+    PyMem_Free(raw);
+    return out;
+}
+
 /* walk_list(head, limit): addresses of the list_head nodes after head */
 static PyObject *Space_walk_list(Space *s, PyObject *args) {
     unsigned long long head;
@@ -1124,6 +1292,8 @@ static PyMethodDef Space_methods[] = {
      "read_plan(plan) -> features of one group of fixed-address reads"},
     {"read_plans", (PyCFunction)Space_read_plans, METH_VARARGS,
      "read_plans(plans, features) -> names of the groups that failed"},
+    {"read_log", (PyCFunction)Space_read_log, METH_VARARGS,
+     "read_log(params, next_id, next_seq, limit) -> (lines, errors, next_id, next_seq)"},
     {"flush", (PyCFunction)Space_flush, METH_NOARGS, "forget cached page-table walks"},
     {"close", (PyCFunction)Space_close, METH_NOARGS, "unmap the RAM file"},
     {NULL, NULL, 0, NULL},

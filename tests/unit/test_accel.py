@@ -202,3 +202,69 @@ def test_whole_groups_in_c_match_the_python_readers(tmp_path):
     assert k.space.read_plans(broken, again) == ["bad"] and again == out  # the rest are read
     with pytest.raises(AddressError):
         k.space.read_plan(broken[0][1])
+
+
+def _write_pages(path, synthetic):
+    with open(path, "r+b") as f:  # in place: a Space mapping the file sees the change
+        for page, data in synthetic.pages.items():
+            f.seek(page * 4096 - DMAP)
+            f.write(data)
+
+
+def test_kernel_log_in_c_matches_read_new(tmp_path):
+    """AccelLog.read_lines gives the lines and error count the sampler makes of
+    KernelLog.read_new on the same ring: finalized, data-less, wrapped and pending
+    records, then resuming where it stopped."""
+    from vmroc.introspect.backends import AccelLog
+    from vmroc.introspect.printk import KernelLog
+
+    from .synthetic_kernel import SyntheticKernel
+    syn = SyntheticKernel()
+    members = syn.symbols.members
+    members["printk_ringbuffer"] = {"desc_ring": 0, "text_data_ring": 256}
+    members["prb_desc_ring"] = {"count_bits": 0, "descs": 8, "infos": 16, "head_id": 24,
+                                "tail_id": 32}
+    members["prb_data_ring"] = {"size_bits": 0, "data": 8}
+    members["prb_desc"] = {"state_var": 0, "text_blk_lpos": 8}
+    members["printk_info"] = {"seq": 0, "ts_nsec": 8, "text_len": 16, "caller_id": 20}
+    rb, size = syn.alloc(), 4096
+    syn.put(syn.alloc(symbol="prb"), "Q", rb)
+    descs, infos, data = syn.alloc(4 * 65536), syn.alloc(4 * 65536), syn.alloc(size)
+    syn.put(rb, "IxxxxQQ", 2, descs, infos)  # count_bits 2: four descriptors
+    syn.put(rb + 256, "IxxxxQ", 12, data)
+
+    def record(ident, state, begin, nxt, seq, ts, level, text):
+        idx = ident & 3
+        syn.put(descs + idx * 65536, "QQQ", (state << 62) | ident, begin, nxt)
+        syn.put(infos + idx * 65536, "QQHBB", seq, ts, len(text), 0, level << 5)
+        if not begin & 1 and begin != nxt:
+            start = 0 if begin // size != nxt // size else begin % size
+            syn.write(data + start + 8, text)
+
+    def head(tail, head_id):
+        syn.put(rb + 24, "QQ", head_id, tail)
+
+    record(8, 2, 100, 140, 50, 1_500_000_000, 6, "first line".encode())
+    record(9, 2, 1, 1, 51, 1_600_000_000, 6, b"")  # data-less
+    record(10, 2, size + 4000, 2 * size + 60, 52, 123_456_789_012, 3, "wr\xe4pped".encode())
+    record(11, 1, 300, 340, 53, 130_000_000_000, 4, b"still being written")
+    head(8, 11)
+    k = _accel_view(tmp_path, syn)
+    py, c = KernelLog(syn), AccelLog(k)
+
+    def same():
+        records = py.read_new()
+        want = ([str(r) for r in records], sum(r.level <= 3 for r in records))
+        assert c.read_lines() == want
+        assert (c.next_id, c.next_seq) == (py.next_id, py.next_seq)
+        return want
+
+    lines, errors = same()
+    assert len(lines) == 2 and errors == 1 and lines[1] == "[  123.456789] wräpped"
+    assert same() == ([], 0)  # nothing new: the pending record stops both
+    record(11, 2, 300, 340, 53, 130_000_000_000, 4, b"now done \xff")
+    record(12, 2, 400, 420, 54, 131_000_000_000, 2, b"more")
+    head(9, 12)
+    _write_pages(tmp_path / "synthetic.ram", syn)
+    lines, errors = same()
+    assert len(lines) == 2 and errors == 1 and lines[0].endswith("now done \ufffd")
