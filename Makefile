@@ -19,7 +19,7 @@ test: setup
 test-fast:
 	$(PYTHON) -m pytest tests/unit
 
-# Every benchmark (~35 min); each script also runs alone, see bench/*.py --help, and has a
+# Every benchmark (~40 min); each script also runs alone, see bench/*.py --help, and has a
 # --quick mode that tests/real/test_bench.py runs in `make test`, so none can rot.
 # Without VMROC_KAFKA, bench_bus and bench_service start a throw-away broker of their own.
 bench: setup
@@ -32,6 +32,8 @@ bench: setup
 	$(PYTHON) bench/bench_bus.py
 	$(PYTHON) bench/bench_service.py pages
 	$(PYTHON) bench/bench_service.py live
+	$(PYTHON) bench/bench_overhead.py
+	$(PYTHON) bench/bench_scale.py
 	$(PYTHON) -m vmroc.cli lab up --name bench --guests 3
 	$(PYTHON) bench/bench_sampler.py --lab bench && $(PYTHON) bench/bench_inject.py --lab bench && \
 	  $(PYTHON) bench/bench_campaign.py --lab bench; rc=$$?; \
