@@ -34,6 +34,7 @@ from vmroc.introspect.sampler import Sampler, symbols_for
 from vmroc.introspect.stream import stream
 
 USLEEP_S = 0.2  # the CPU worker's rest after each chunk (init.sh)
+MIN_LINES = 3  # status lines a mode needs for a slope of cpu_ops over uptime
 MODES = (("off", 0), ("10hz", 10), ("100hz", 100))
 
 
@@ -68,6 +69,11 @@ def run_mode(guest, sampler: Sampler | None, rate: int, seconds: float) -> dict:
     if thread:
         thread.start()
     time.sleep(seconds)
+    # a loaded host slows the guest's status loop: wait (bounded) for enough lines to fit
+    # a slope rather than failing; the mode then runs longer, which the rate allows for
+    deadline = time.monotonic() + max(30.0, 4 * seconds)
+    while len(guest.status_lines()) - start < MIN_LINES + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     stop.set()
     if thread:
         thread.join()
@@ -75,8 +81,9 @@ def run_mode(guest, sampler: Sampler | None, rate: int, seconds: float) -> dict:
     cpu, qcpu = time.process_time() - cpu0, qemu_cpu_s(guest.pid) - q0
     lines = guest.status_lines()[start + 1:]  # the first may predate the mode
     lines = lines[:-1] if len(lines) > 3 else lines  # the last may follow it
-    if len(lines) < 3:
-        raise RuntimeError(f"guest {guest.name}: {len(lines)} status lines in {seconds} s")
+    if len(lines) < MIN_LINES:
+        raise RuntimeError(f"guest {guest.name}: {len(lines)} status lines in "
+                           f"{time.monotonic() - t0:.1f} s")
     up = [s["up"] for s in lines]
     ops = [s["cpu_ops"] for s in lines]
     rate_ops = slope(up, ops)
