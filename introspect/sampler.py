@@ -130,8 +130,9 @@ class Sampler:
 
     def _schedule(self) -> list[tuple]:
         """The groups in order, as steps: ("py", name, fn, kwargs) runs a reader; with the
-        C accelerator, ("c", [(name, plan), ...]) reads a run of fixed-address groups in
-        one call (``AccelKernel.plan``: the same features as their readers)."""
+        C accelerator, ("c", ((name, plan), ...)) reads a run of groups that have a plan
+        (``AccelKernel.plan``: the same features as their readers; all of them) in one
+        call."""
         steps: list[tuple] = []
         plan_of = getattr(self.kernel, "plan", None)
         for name, (fn, kwargs) in self.groups.items():
@@ -147,7 +148,8 @@ class Sampler:
                 steps[-1][1].append((name, plan))
             else:
                 steps.append(("c", [(name, plan)]))
-        return steps
+        return [(kind, tuple(rest[0])) if kind == "c" else (kind, *rest)
+                for kind, *rest in steps]  # C keeps a plans tuple parsed while it is reused
 
     @property
     def _tasks_reader(self):

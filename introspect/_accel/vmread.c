@@ -40,6 +40,9 @@ struct task_cache {
     PyObject *obj[N_TASK_VALUES];
 };
 
+struct compiled; /* read_plans' parsed plans, below */
+static void compiled_free(struct compiled *c);
+
 typedef struct {
     PyObject_HEAD
     uint8_t *mem;
@@ -51,6 +54,7 @@ typedef struct {
     uint64_t tlb_page[TLB_SIZE], tlb_phys[TLB_SIZE];
     struct task_cache *cache; /* read_tasks: the previous sample's values, by position */
     Py_ssize_t cache_len;
+    struct compiled *plans; /* read_plans: the plans of the last call, parsed once */
 } Space;
 
 /* -- errors ------------------------------------------------------------------- */
@@ -242,6 +246,8 @@ static void cache_clear(Space *s) {
 
 static void Space_dealloc(Space *s) {
     cache_clear(s);
+    compiled_free(s->plans);
+    s->plans = NULL;
     Space_unmap(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
@@ -1032,33 +1038,195 @@ static PyObject *Space_read_plan(Space *s, PyObject *plan) {
     return out;
 }
 
+/* Plans parsed once: read_plans is called with the same plans object every sample, so
+ * its numbers are converted from Python once (while that object lives, held here). */
+struct citem {
+    PyObject *key, *item; /* borrowed from plans; item: the B/N items, read as before */
+    char type;
+    int mode;
+    uint64_t base, *addrs;
+    Py_ssize_t naddr;
+    long long mul, bias;
+    double div;
+};
+struct cgroup {
+    PyObject *name; /* borrowed */
+    Py_ssize_t first, count;
+};
+struct compiled {
+    PyObject *plans; /* strong: keeps every borrowed object alive */
+    struct citem *items;
+    struct cgroup *groups;
+    uint64_t *pool;
+    Py_ssize_t nitems, ngroups;
+};
+
+static void compiled_free(struct compiled *c) {
+    if (c == NULL)
+        return;
+    Py_XDECREF(c->plans);
+    PyMem_Free(c->items);
+    PyMem_Free(c->groups);
+    PyMem_Free(c->pool);
+    PyMem_Free(c);
+}
+
+static struct compiled *compile_plans(PyObject *plans) {
+    struct compiled *c = PyMem_Calloc(1, sizeof *c);
+    if (c == NULL)
+        return (struct compiled *)PyErr_NoMemory();
+    c->plans = Py_NewRef(plans);
+    Py_ssize_t ngroups = PyTuple_GET_SIZE(plans), nitems = 0, naddrs = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        PyObject *entry = PyTuple_GET_ITEM(plans, g);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2
+            || !PyTuple_Check(PyTuple_GET_ITEM(entry, 1))) {
+            PyErr_SetString(PyExc_ValueError, "plans: (group, plan tuple) pairs");
+            goto fail;
+        }
+        PyObject *plan = PyTuple_GET_ITEM(entry, 1);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
+            PyObject *item = PyTuple_GET_ITEM(plan, i);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
+                PyErr_SetString(PyExc_ValueError, "plan item: a tuple");
+                goto fail;
+            }
+            PyObject *addrs = PyTuple_GET_ITEM(item, 3 < PyTuple_GET_SIZE(item) ? 3 : 0);
+            naddrs += PyTuple_Check(addrs) ? PyTuple_GET_SIZE(addrs) : 0;
+            nitems++;
+        }
+    }
+    c->items = PyMem_Calloc((size_t)(nitems ? nitems : 1), sizeof *c->items);
+    c->groups = PyMem_Calloc((size_t)(ngroups ? ngroups : 1), sizeof *c->groups);
+    c->pool = PyMem_Calloc((size_t)(naddrs ? naddrs : 1), 8);
+    if (c->items == NULL || c->groups == NULL || c->pool == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    uint64_t *pool = c->pool;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        PyObject *entry = PyTuple_GET_ITEM(plans, g), *plan = PyTuple_GET_ITEM(entry, 1);
+        c->groups[g] = (struct cgroup){PyTuple_GET_ITEM(entry, 0), c->nitems,
+                                       PyTuple_GET_SIZE(plan)};
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
+            PyObject *item = PyTuple_GET_ITEM(plan, i);
+            struct citem *ci = &c->items[c->nitems++];
+            const char *type = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 1));
+            if (type == NULL)
+                goto fail;
+            ci->type = type[0];
+            ci->key = PyTuple_GET_ITEM(item, 0);
+            ci->item = item;
+            if (ci->type == 'B' || ci->type == 'N')
+                continue;
+            if (!strchr("QqIiH", ci->type) || type[1] || PyTuple_GET_SIZE(item) < 6
+                || !PyTuple_Check(PyTuple_GET_ITEM(item, 3))) {
+                PyErr_Format(PyExc_ValueError, "plan item type %s unknown", type);
+                goto fail;
+            }
+            PyObject *addrs = PyTuple_GET_ITEM(item, 3);
+            if (addr_arg(PyTuple_GET_ITEM(item, 2), &ci->base) < 0)
+                goto fail;
+            ci->addrs = pool;
+            ci->naddr = PyTuple_GET_SIZE(addrs);
+            for (Py_ssize_t a = 0; a < ci->naddr; a++)
+                if (addr_arg(PyTuple_GET_ITEM(addrs, a), pool++) < 0)
+                    goto fail;
+            ci->mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(item, 4));
+            if (ci->mode == -1 && PyErr_Occurred())
+                goto fail;
+            PyObject *num = PyTuple_GET_ITEM(item, 5);
+            if (ci->mode == 0)
+                ci->mul = PyLong_AsLongLong(num);
+            else if (ci->mode == 1 || ci->mode == 2)
+                ci->div = PyFloat_AsDouble(num);
+            else {
+                PyErr_Format(PyExc_ValueError, "plan item mode %d unknown", ci->mode);
+                goto fail;
+            }
+            if (PyErr_Occurred())
+                goto fail;
+            if (ci->mode == 2 && PyTuple_GET_SIZE(item) > 6) {
+                ci->bias = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 6));
+                if (ci->bias == -1 && PyErr_Occurred())
+                    goto fail;
+            }
+        }
+    }
+    c->ngroups = ngroups;
+    return c;
+fail:
+    compiled_free(c);
+    return NULL;
+}
+
+/* one parsed item into out: as plan_into does for that item */
+static int citem_into(Space *s, struct citem *ci, PyObject *out) {
+    if (ci->type == 'B')
+        return block_into(s, ci->item, out);
+    if (ci->type == 'N')
+        return net_into(s, ci->item, out);
+    uint64_t add = 0;
+    __int128 sum = 0;
+    if (ci->base && rd_u64(s, ci->base, &add) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < ci->naddr; i++) {
+        uint64_t a = ci->addrs[i] + add;
+        switch (ci->type) {
+        case 'Q': { uint64_t v; if (rd_u64(s, a, &v) < 0) return -1; sum += v; break; }
+        case 'q': { int64_t v; if (vread(s, a, &v, 8) < 0) return -1; sum += v; break; }
+        case 'I': { uint32_t v; if (rd_u32(s, a, &v) < 0) return -1; sum += v; break; }
+        case 'i': { int32_t v; if (rd_s32(s, a, &v) < 0) return -1; sum += v; break; }
+        default: { uint16_t v; if (rd_u16(s, a, &v) < 0) return -1; sum += v; break; }
+        }
+    }
+    PyObject *value;
+    if (ci->mode == 0)
+        value = int128_to_py(sum * ci->mul);
+    else if (ci->mode == 2)
+        value = PyFloat_FromDouble((double)(uint64_t)(sum + ci->bias) / ci->div);
+    else
+        value = PyFloat_FromDouble((double)sum / ci->div);
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItem(out, ci->key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
 /* read_plans(plans, features) -> list of the names of groups that failed. plans is a
- * sequence of (group, plan); every group that reads is added to features in order, a
+ * tuple of (group, plan tuple), parsed once and kept while the same tuple comes back; every
+ * group that reads is added to features in order, a
  * group that raises AddressError or Inconsistent is named (its features left out) for
  * the caller to retry: one call for all the fixed-address groups of a sample. */
 static PyObject *Space_read_plans(Space *s, PyObject *args) {
-    PyObject *plans_arg, *features;
-    if (!PyArg_ParseTuple(args, "OO!", &plans_arg, &PyDict_Type, &features) || ready(s) < 0)
+    PyObject *plans, *features;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &plans, &PyDict_Type, &features)
+        || ready(s) < 0)
         return NULL;
-    PyObject *plans = PySequence_Fast(plans_arg, "plans must be a sequence");
-    if (plans == NULL)
-        return NULL;
+    if (s->plans == NULL || s->plans->plans != plans) {
+        struct compiled *c = compile_plans(plans);
+        if (c == NULL)
+            return NULL;
+        compiled_free(s->plans);
+        s->plans = c;
+    }
+    struct compiled *c = s->plans;
     PyObject *failed = PyList_New(0), *group = PyDict_New();
     if (failed == NULL || group == NULL)
         goto fail;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(plans); i++) {
-        PyObject *entry = PySequence_Fast_GET_ITEM(plans, i);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-            PyErr_SetString(PyExc_ValueError, "plans: (group, plan) pairs");
-            goto fail;
-        }
+    for (Py_ssize_t g = 0; g < c->ngroups; g++) {
+        struct cgroup *cg = &c->groups[g];
+        int rc = 0;
         PyDict_Clear(group);
-        if (plan_into(s, PyTuple_GET_ITEM(entry, 1), group) < 0) {
+        for (Py_ssize_t i = cg->first; rc == 0 && i < cg->first + cg->count; i++)
+            rc = citem_into(s, &c->items[i], group);
+        if (rc < 0) {
             if (!(PyErr_ExceptionMatches(AddressError) || PyErr_ExceptionMatches(Inconsistent)
                   || PyErr_ExceptionMatches(PyExc_OverflowError)))
                 goto fail;
             PyErr_Clear();
-            if (PyList_Append(failed, PyTuple_GET_ITEM(entry, 0)) < 0)
+            if (PyList_Append(failed, cg->name) < 0)
                 goto fail;
             continue;
         }
@@ -1066,12 +1234,10 @@ static PyObject *Space_read_plans(Space *s, PyObject *args) {
             goto fail;
     }
     Py_DECREF(group);
-    Py_DECREF(plans);
     return failed;
 fail:
     Py_XDECREF(group);
     Py_XDECREF(failed);
-    Py_DECREF(plans);
     return NULL;
 }
 

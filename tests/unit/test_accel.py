@@ -195,11 +195,14 @@ def test_whole_groups_in_c_match_the_python_readers(tmp_path):
         _same(k.space.read_plan(plan), want)
     assert [n for n, _ in planned] == list(GROUPS)  # every group: one C call per sample
     out = {}
+    planned = tuple(planned)
     assert k.space.read_plans(planned, out) == []
     assert len(out) == sum(len(k.space.read_plan(p)) for _, p in planned)
-    broken = [("bad", (("bad1", "Q", 0, (8,), 1, 2048.0),)), *planned]  # an unmapped address
+    broken = (("bad", (("bad1", "Q", 0, (8,), 1, 2048.0),)), *planned)  # an unmapped address
     again = {}
     assert k.space.read_plans(broken, again) == ["bad"] and again == out  # the rest are read
+    again = {}
+    assert k.space.read_plans(planned, again) == [] and again == out  # parsed again: the same
     with pytest.raises(AddressError):
         k.space.read_plan(broken[0][1])
 
