@@ -154,6 +154,18 @@ static int translate(Space *s, uint64_t vaddr, uint64_t *phys) {
 /* len bytes at kernel virtual vaddr into out, split at page boundaries */
 static int vread(Space *s, uint64_t vaddr, void *out, uint64_t len) {
     uint8_t *dst = out;
+    /* fast path: all of it in the direct map or the kernel image, and in low RAM (the
+     * translation below, page by page, gives the same bytes) */
+    uint64_t p = UINT64_MAX;
+    if (s->has_page_offset && vaddr - s->page_offset < s->direct_end)
+        p = vaddr - s->page_offset;
+    else if (vaddr >= START_KERNEL_MAP && vaddr - START_KERNEL_MAP < KERNEL_IMAGE_END
+             - START_KERNEL_MAP && len <= KERNEL_IMAGE_END - vaddr)
+        p = vaddr - START_KERNEL_MAP + s->phys_base;
+    if (p < s->low && len <= s->low - p) {
+        memcpy(out, s->mem + p, len);
+        return 0;
+    }
     while (len > 0) {
         uint64_t n = PAGE - (vaddr & (PAGE - 1)), phys = 0, off = 0;
         if (n > len)
