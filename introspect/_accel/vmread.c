@@ -500,6 +500,7 @@ static int set_item(PyObject *d, const char *key, PyObject *value) {
 /* the keys of a task record, in features.read_tasks' order (interned once) */
 #define N_TASK_KEYS N_TASK_VALUES
 static PyObject *task_keys[N_TASK_KEYS];
+static PyObject *task_template; /* {key: None for each key}, in order */
 static const char *task_key_names[N_TASK_KEYS] = {
     "address", "pid", "tgid", "ppid", "comm", "state", "kthread", "utime", "stime",
     "min_flt", "maj_flt", "rss_pages"};
@@ -641,7 +642,8 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
             t, (uint64_t)(uint32_t)pid, (uint64_t)(uint32_t)tgid, (uint64_t)(uint32_t)ppid, 0,
             (uint64_t)(unsigned char)letter, (uint64_t)kthread, times[0], times[1], faults[0],
             faults[1], (uint64_t)rss_pages};
-        PyObject *rec = _PyDict_NewPresized(N_TASK_VALUES);
+        /* a copy of a record with the same keys: its table is cloned, not built */
+        PyObject *rec = PyDict_Copy(task_template);
         int bad = rec == NULL || PyList_Append(tasks, rec) < 0;
         Py_XDECREF(rec);
         for (int k = 0; k < N_TASK_VALUES && !bad; k++) {
@@ -1518,6 +1520,13 @@ PyMODINIT_FUNC PyInit__vmread(void) {
         if (task_keys[k] == NULL
             && (task_keys[k] = PyUnicode_InternFromString(task_key_names[k])) == NULL)
             return NULL;
+    if (task_template == NULL) {
+        if ((task_template = PyDict_New()) == NULL)
+            return NULL;
+        for (int k = 0; k < N_TASK_KEYS; k++)
+            if (PyDict_SetItem(task_template, task_keys[k], Py_None) < 0)
+                return NULL;
+    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
