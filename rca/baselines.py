@@ -59,11 +59,15 @@ class FeatureSeries:
             series.add(s)
         return series
 
-    def add(self, sample: Sample) -> None:
-        f = self._featurizers.get(sample.guest)
+    def _featurizer(self, guest: str) -> Featurizer:
+        f = self._featurizers.get(guest)
         if f is None:
-            f = self._featurizers[sample.guest] = Featurizer()
-            self._ts[sample.guest], self._x[sample.guest] = array("d"), array("d")
+            f = self._featurizers[guest] = Featurizer()
+            self._ts[guest], self._x[guest] = array("d"), array("d")
+        return f
+
+    def add(self, sample: Sample) -> None:
+        f = self._featurizer(sample.guest)
         x = f.update(sample)
         if x is not None:
             self._ts[sample.guest].append(sample.ts)
@@ -77,11 +81,7 @@ class FeatureSeries:
         for s in samples:
             by_guest.setdefault(s.guest, []).append(s)
         for guest, mine in by_guest.items():
-            f = self._featurizers.get(guest)
-            if f is None:
-                f = self._featurizers[guest] = Featurizer()
-                self._ts[guest], self._x[guest] = array("d"), array("d")
-            X, has, _ = f.update_batch(mine)
+            X, has, _ = self._featurizer(guest).update_batch(mine)
             if has.any():
                 self._ts[guest].extend(s.ts for s, h in zip(mine, has) if h)
                 self._x[guest].extend(X[has].ravel().tolist())

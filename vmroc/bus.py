@@ -344,12 +344,13 @@ class Consumer:
                 break
             received = self.stats["received"]
             batch = self.poll(0.5, max_records=limit)
+            todo = batch[:limit]
             if on_batch is not None:
-                if batch[:limit]:
-                    on_batch(batch[:limit])
-                handled += len(batch[:limit])
+                if todo:
+                    on_batch(todo)
+                handled += len(todo)
             else:
-                for msg in batch[:limit]:
+                for msg in todo:
                     handler(msg)
                     handled += 1
             if limit is not None and len(batch) > limit:
