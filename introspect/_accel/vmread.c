@@ -392,6 +392,45 @@ enum { O_TASKS, O_PID, O_TGID, O_STATE, O_EXIT, O_FLAGS, O_PARENT, O_MM, O_UTIME
 /* tasks(head, offsets, limit): raw fields of every task on the list at head, as
  * (address, pid, tgid, ppid, comm bytes[16], state, exit_state, flags, utime, stime,
  *  min_flt, maj_flt, rss_file, rss_anon, rss_shmem), like features.python_task_rows. */
+/* The fields of one task_struct that tasks() and read_tasks() take, read at task t. */
+struct task_raw {
+    uint64_t t, parent, mm, times[2], faults[2], rss[4];
+    int32_t pid, tgid, ppid, exit_state;
+    uint32_t state, flags;
+    char comm[16];
+};
+
+/* Read the task at ``t`` (o: the task_offsets); -1 with an exception set (a pid out of
+   range is a torn walk: Inconsistent). */
+static int task_read(Space *s, const uint64_t *o, uint64_t t, struct task_raw *r) {
+    memset(r, 0, sizeof *r);
+    r->t = t;
+    if (rd_s32(s, t + o[O_PID], &r->pid) < 0)
+        return -1;
+    if (!(0 < r->pid && r->pid < PID_MAX)) {
+        char message[64];
+        snprintf(message, sizeof message, "task at %#llx has pid %d", (unsigned long long)t,
+                 r->pid);
+        inconsistent(message);
+        return -1;
+    }
+    if (rd_s32(s, t + o[O_TGID], &r->tgid) < 0 || rd_u32(s, t + o[O_STATE], &r->state) < 0
+        || rd_s32(s, t + o[O_EXIT], &r->exit_state) < 0
+        || rd_u32(s, t + o[O_FLAGS], &r->flags) < 0
+        || rd_u64(s, t + o[O_PARENT], &r->parent) < 0 || rd_u64(s, t + o[O_MM], &r->mm) < 0
+        || vread(s, t + o[O_COMM], r->comm, 16) < 0
+        || rd_u64(s, t + o[O_UTIME], &r->times[0]) < 0
+        || rd_u64(s, t + o[O_STIME], &r->times[1]) < 0
+        || rd_u64(s, t + o[O_MINFLT], &r->faults[0]) < 0
+        || rd_u64(s, t + o[O_MAJFLT], &r->faults[1]) < 0)
+        return -1;
+    if (r->parent && rd_s32(s, r->parent + o[O_TGID], &r->ppid) < 0)
+        return -1;
+    if (r->mm && vread(s, r->mm + o[O_RSS], r->rss, sizeof r->rss) < 0)
+        return -1;
+    return 0;
+}
+
 static PyObject *Space_tasks(Space *s, PyObject *args) {
     unsigned long long head;
     PyObject *offsets_arg;
@@ -418,45 +457,23 @@ static PyObject *Space_tasks(Space *s, PyObject *args) {
     PyObject *rows = PyList_New(0);
     uint64_t node = head;
     for (Py_ssize_t i = 0; rows != NULL && i < limit; i++) {
-        uint64_t next, t, parent, mm, times[2], faults[2], rss[4] = {0, 0, 0, 0};
-        int32_t pid, tgid, ppid = 0, exit_state;
-        uint32_t state, flags;
-        char comm[16];
+        uint64_t next;
+        struct task_raw tk;
         if (list_next(s, head, node, &next) < 0)
             goto fail;
         if (next == head)
             return rows;
-        t = next - o[O_TASKS];
-        if (rd_s32(s, t + o[O_PID], &pid) < 0)
+        if (task_read(s, o, next - o[O_TASKS], &tk) < 0)
             goto fail;
-        if (!(0 < pid && pid < PID_MAX)) {
-            char message[64];
-            snprintf(message, sizeof message, "task at %#llx has pid %d",
-                     (unsigned long long)t, pid);
-            inconsistent(message);
-            goto fail;
-        }
-        if (rd_s32(s, t + o[O_TGID], &tgid) < 0 || rd_u32(s, t + o[O_STATE], &state) < 0
-            || rd_s32(s, t + o[O_EXIT], &exit_state) < 0
-            || rd_u32(s, t + o[O_FLAGS], &flags) < 0 || rd_u64(s, t + o[O_PARENT], &parent) < 0
-            || rd_u64(s, t + o[O_MM], &mm) < 0 || vread(s, t + o[O_COMM], comm, 16) < 0
-            || rd_u64(s, t + o[O_UTIME], &times[0]) < 0
-            || rd_u64(s, t + o[O_STIME], &times[1]) < 0
-            || rd_u64(s, t + o[O_MINFLT], &faults[0]) < 0
-            || rd_u64(s, t + o[O_MAJFLT], &faults[1]) < 0)
-            goto fail;
-        if (parent && rd_s32(s, parent + o[O_TGID], &ppid) < 0)
-            goto fail;
-        if (mm && vread(s, mm + o[O_RSS], rss, sizeof rss) < 0)
-            goto fail;
-        PyObject *row = Py_BuildValue("(Kiiiy#IiIKKKKKKK)", (unsigned long long)t, pid, tgid,
-                                      ppid, comm, (Py_ssize_t)16, state, exit_state, flags,
-                                      (unsigned long long)times[0],
-                                      (unsigned long long)times[1],
-                                      (unsigned long long)faults[0],
-                                      (unsigned long long)faults[1],
-                                      (unsigned long long)rss[0], (unsigned long long)rss[1],
-                                      (unsigned long long)rss[3]);
+        PyObject *row = Py_BuildValue("(Kiiiy#IiIKKKKKKK)", (unsigned long long)tk.t, tk.pid,
+                                      tk.tgid, tk.ppid, tk.comm, (Py_ssize_t)16, tk.state,
+                                      tk.exit_state, tk.flags,
+                                      (unsigned long long)tk.times[0],
+                                      (unsigned long long)tk.times[1],
+                                      (unsigned long long)tk.faults[0],
+                                      (unsigned long long)tk.faults[1],
+                                      (unsigned long long)tk.rss[0], (unsigned long long)tk.rss[1],
+                                      (unsigned long long)tk.rss[3]);
         if (row == NULL || PyList_Append(rows, row) < 0) {
             Py_XDECREF(row);
             goto fail;
@@ -546,45 +563,22 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
     int nbest = 0, done = 0;
     uint64_t node = head;
     for (Py_ssize_t i = 0; tasks != NULL && i < limit; i++) {
-        uint64_t next, t, parent, mm, times[2], faults[2], rss[4] = {0, 0, 0, 0};
-        int32_t pid, tgid, ppid = 0, exit_state;
-        uint32_t state, flags;
-        char comm[16];
+        uint64_t next;
+        struct task_raw tk;
         if (list_next(s, head, node, &next) < 0)
             goto fail;
         if (next == head) {
             done = 1;
             break;
         }
-        t = next - o[O_TASKS];
-        if (rd_s32(s, t + o[O_PID], &pid) < 0)
+        if (task_read(s, o, next - o[O_TASKS], &tk) < 0)
             goto fail;
-        if (!(0 < pid && pid < PID_MAX)) {
-            char message[64];
-            snprintf(message, sizeof message, "task at %#llx has pid %d",
-                     (unsigned long long)t, pid);
-            inconsistent(message);
-            goto fail;
-        }
-        if (rd_s32(s, t + o[O_TGID], &tgid) < 0 || rd_u32(s, t + o[O_STATE], &state) < 0
-            || rd_s32(s, t + o[O_EXIT], &exit_state) < 0
-            || rd_u32(s, t + o[O_FLAGS], &flags) < 0 || rd_u64(s, t + o[O_PARENT], &parent) < 0
-            || rd_u64(s, t + o[O_MM], &mm) < 0 || vread(s, t + o[O_COMM], comm, 16) < 0
-            || rd_u64(s, t + o[O_UTIME], &times[0]) < 0
-            || rd_u64(s, t + o[O_STIME], &times[1]) < 0
-            || rd_u64(s, t + o[O_MINFLT], &faults[0]) < 0
-            || rd_u64(s, t + o[O_MAJFLT], &faults[1]) < 0)
-            goto fail;
-        if (parent && rd_s32(s, parent + o[O_TGID], &ppid) < 0)
-            goto fail;
-        if (mm && vread(s, mm + o[O_RSS], rss, sizeof rss) < 0)
-            goto fail;
-        /* task_state(): 'I' for TASK_IDLE, else by the highest bit of (state|exit) & 0x7f */
+        /* task_state(): 'I' for TASK_IDLE, else by the highest bit of (tk.state|exit) & 0x7f */
         char letter;
-        if (state == TASK_IDLE) {
+        if (tk.state == TASK_IDLE) {
             letter = 'I';
         } else {
-            uint32_t report = (state | (uint32_t)exit_state) & 0x7F;
+            uint32_t report = (tk.state | (uint32_t)tk.exit_state) & 0x7F;
             int bits = 0;
             while (report) {
                 bits++;
@@ -601,18 +595,18 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
         case 'Z': counts[5]++; break;
         default: break;
         }
-        int kthread = (flags & PF_KTHREAD) != 0;
+        int kthread = (tk.flags & PF_KTHREAD) != 0;
         kthreads += kthread;
         unsigned __int128 rss_pages = 0;
-        uint64_t rss_used[3] = {rss[0], rss[1], rss[3]};
+        uint64_t rss_used[3] = {tk.rss[0], tk.rss[1], tk.rss[3]};
         for (int r = 0; r < 3; r++)
             if (rss_used[r] < RSS_VALID)
                 rss_pages += rss_used[r];
-        double ut = (double)times[0] / 1e9, st = (double)times[1] / 1e9, cpu = ut + st;
+        double ut = (double)tk.times[0] / 1e9, st = (double)tk.times[1] / 1e9, cpu = ut + st;
         sum_ut += ut;
         sum_st += st;
-        sum_min += faults[0];
-        sum_maj += faults[1];
+        sum_min += tk.faults[0];
+        sum_maj += tk.faults[1];
         sum_rss += rss_pages;
         /* sorted(..., reverse=True) is stable: an equal key goes after the earlier ones */
         int at = nbest;
@@ -639,32 +633,32 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
         }
         struct task_cache *c = &s->cache[n];
         uint64_t raw[N_TASK_VALUES] = {
-            t, (uint64_t)(uint32_t)pid, (uint64_t)(uint32_t)tgid, (uint64_t)(uint32_t)ppid, 0,
-            (uint64_t)(unsigned char)letter, (uint64_t)kthread, times[0], times[1], faults[0],
-            faults[1], (uint64_t)rss_pages};
+            tk.t, (uint64_t)(uint32_t)tk.pid, (uint64_t)(uint32_t)tk.tgid,
+            (uint64_t)(uint32_t)tk.ppid, 0, (uint64_t)(unsigned char)letter, (uint64_t)kthread,
+            tk.times[0], tk.times[1], tk.faults[0], tk.faults[1], (uint64_t)rss_pages};
         /* a copy of a record with the same keys: its table is cloned, not built */
         PyObject *rec = PyDict_Copy(task_template);
         int bad = rec == NULL || PyList_Append(tasks, rec) < 0;
         Py_XDECREF(rec);
         for (int k = 0; k < N_TASK_VALUES && !bad; k++) {
-            int same = c->obj[k] != NULL && (k == 4 ? memcmp(c->comm, comm, 16) == 0
+            int same = c->obj[k] != NULL && (k == 4 ? memcmp(c->comm, tk.comm, 16) == 0
                                                     : c->raw[k] == raw[k]);
             if (!same) {
                 PyObject *v = NULL;
                 char letter_s[2] = {letter, 0};
                 switch (k) {
-                case 0: v = PyLong_FromUnsignedLongLong(t); break;
-                case 1: v = PyLong_FromLong(pid); break;
-                case 2: v = PyLong_FromLong(tgid); break;
-                case 3: v = PyLong_FromLong(ppid); break;
-                case 4: v = PyUnicode_DecodeUTF8(comm, (Py_ssize_t)strnlen(comm, 16),
+                case 0: v = PyLong_FromUnsignedLongLong(tk.t); break;
+                case 1: v = PyLong_FromLong(tk.pid); break;
+                case 2: v = PyLong_FromLong(tk.tgid); break;
+                case 3: v = PyLong_FromLong(tk.ppid); break;
+                case 4: v = PyUnicode_DecodeUTF8(tk.comm, (Py_ssize_t)strnlen(tk.comm, 16),
                                                  "replace"); break;
                 case 5: v = PyUnicode_FromString(letter_s); break;
                 case 6: v = PyBool_FromLong(kthread); break;
                 case 7: v = PyFloat_FromDouble(ut); break;
                 case 8: v = PyFloat_FromDouble(st); break;
-                case 9: v = PyLong_FromUnsignedLongLong(faults[0]); break;
-                case 10: v = PyLong_FromUnsignedLongLong(faults[1]); break;
+                case 9: v = PyLong_FromUnsignedLongLong(tk.faults[0]); break;
+                case 10: v = PyLong_FromUnsignedLongLong(tk.faults[1]); break;
                 default: v = int128_to_py((__int128)rss_pages); break;
                 }
                 if (v == NULL) {
@@ -674,7 +668,7 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
                 Py_XSETREF(c->obj[k], v);
                 c->raw[k] = raw[k];
                 if (k == 4)
-                    memcpy(c->comm, comm, 16);
+                    memcpy(c->comm, tk.comm, 16);
             }
             if (PyDict_SetItem(rec, task_keys[k], c->obj[k]) < 0)
                 bad = 1;
