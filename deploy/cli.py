@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .image import FLAVOURS, build_image
+from .image import FLAVOURS, WORKLOADS, build_image
 from .lab import Lab
 
 
@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     up.add_argument("--guests", type=int, default=3, help="number of guests (default 3)")
     up.add_argument("--ram", type=int, default=256, help="MiB of RAM per guest (default 256)")
     up.add_argument("--vcpus", type=int, default=1, help="vCPUs per guest (default 1)")
+    up.add_argument("--workload", choices=list(WORKLOADS), default="web",
+                    help="web: an HTTP server and clients; etcd: the same plus a real etcd "
+                         "cluster over the guests with a client per guest (default web)")
     up.add_argument("--kernel-flavour", choices=list(FLAVOURS), default="generic")
     up.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
                     help="auto uses KVM only if a quick probe boot succeeds (default)")
@@ -85,7 +88,7 @@ def _print_status(rows: list[dict], as_json: bool, lab: Lab) -> None:
 def cmd_lab_up(args) -> int:
     lab = Lab.up(args.guests, name=args.name, ram_mb=args.ram, vcpus=args.vcpus,
                  flavour=args.kernel_flavour, accel=args.accel, wait=not args.no_wait,
-                 progress=_progress)
+                 progress=_progress, workload=args.workload)
     _print_status(lab.status(), args.json, lab)
     return 0
 

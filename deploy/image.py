@@ -6,6 +6,10 @@ modules the guest needs, and packs an initramfs around ``deploy/guest/init.sh``.
 Everything is cached under ``$VMROC_HOME/images/<kernel-release>/``; a second build
 is a no-op. The initramfs is keyed by a hash of its inputs, so editing the init
 script rebuilds only the initramfs.
+
+``build_image(flavour, workload="etcd")`` adds Debian's ``etcd-server`` binary (fetched
+the same way, cached under ``images/etcd/``) with the C library and loader it needs,
+so the guests can form a real etcd cluster (``deploy/guest/init.sh``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ GUEST_DIR = Path(__file__).parent / "guest"
 BUSYBOX = Path("/bin/busybox")
 DATA_DISK_MB = 32
 WWW_PAGE_BYTES = 16 * 1024
+WORKLOADS = ("web", "etcd")  # web: httpd + HTTP clients; etcd: the same plus an etcd cluster
+ETCD_PACKAGE = "etcd-server"
 
 Progress = Callable[[str], None]
 
@@ -52,10 +58,12 @@ class GuestImage:
     initrd: Path
     disk: Path  # base data disk; each guest gets its own copy
     modules: dict[str, Path] = field(default_factory=dict)  # name -> .ko (for symbols)
+    workload: str = "web"
 
     def to_json(self) -> dict:
         return {
-            "flavour": self.flavour, "release": self.release, "package": self.package,
+            "flavour": self.flavour, "workload": self.workload, "release": self.release,
+            "package": self.package,
             "kernel": str(self.kernel), "initrd": str(self.initrd), "disk": str(self.disk),
             "modules": {k: str(v) for k, v in self.modules.items()},
         }
@@ -96,9 +104,17 @@ def _check_busybox() -> None:
                              "install the static one with `apt-get install busybox-static`")
 
 
-def build_image(flavour: str = "generic", progress: Progress | None = None) -> GuestImage:
-    """Build (or find in the cache) the guest image for a kernel flavour."""
+def check_workload(workload: str) -> str:
+    if workload not in WORKLOADS:
+        raise ImageError(f"unknown workload {workload!r}; use one of {', '.join(WORKLOADS)}")
+    return workload
+
+
+def build_image(flavour: str = "generic", progress: Progress | None = None,
+                workload: str = "web") -> GuestImage:
+    """Build (or find in the cache) the guest image for a kernel flavour and workload."""
     say = progress or (lambda msg: log.info("%s", msg))
+    check_workload(workload)
     package = current_kernel_package(flavour)
     release = package.removeprefix("linux-image-")
     kdir = subdir("images", release)
@@ -107,15 +123,57 @@ def build_image(flavour: str = "generic", progress: Progress | None = None) -> G
         _fetch_kernel(package, release, kdir, say)
     meta = json.loads(manifest.read_text())
     modules = {name: kdir / "modules" / f"{name}.ko" for name in meta["modules"]}
-    initrd = _build_initramfs(kdir, meta["load_order"], modules, say)
+    extra = _etcd_files(say) if workload == "etcd" else {}
+    initrd = _build_initramfs(kdir, meta["load_order"], modules, say, extra)
     disk = kdir / "data.img"
     if not disk.exists():
         with open(disk.with_suffix(".tmp"), "wb") as f:
             f.truncate(DATA_DISK_MB << 20)
         disk.with_suffix(".tmp").rename(disk)
-    say(f"image ready: {release} ({flavour})")
+    say(f"image ready: {release} ({flavour}, {workload})")
     return GuestImage(flavour, release, meta["package"], kdir / "vmlinuz", initrd, disk,
-                      modules)
+                      modules, workload)
+
+
+def _etcd_files(say: Progress) -> dict[str, Path]:
+    """Path in the guest -> host file: the etcd binary, its C library and loader."""
+    edir = subdir("images", "etcd")
+    binary = edir / "etcd"
+    if not binary.exists():
+        with tempfile.TemporaryDirectory(prefix="vmroc-etcd-") as tmp:
+            say(f"downloading {ETCD_PACKAGE} (apt-get download)")
+            try:
+                run_tool(["apt-get", "download", ETCD_PACKAGE], f"apt-get download {ETCD_PACKAGE}",
+                         cwd=tmp)
+            except ImageError as exc:
+                raise ImageError(f"{exc}; run `apt-get update` and check that the Debian "
+                                 "mirror is reachable") from exc
+            debs = list(Path(tmp).glob("*.deb"))
+            if not debs:
+                raise ImageError(f"apt-get download {ETCD_PACKAGE} produced no .deb")
+            root = Path(tmp) / "x"
+            run_tool(["dpkg-deb", "-x", str(debs[0]), str(root)], "dpkg-deb -x")
+            (edir / "package").write_text(debs[0].name.removesuffix(".deb") + "\n")
+            shutil.copy(root / "usr" / "bin" / "etcd", binary.with_suffix(".tmp"))
+            binary.with_suffix(".tmp").rename(binary)
+    files = {"bin/etcd": binary}
+    for lib in _shared_libraries(binary):
+        files[str(lib).lstrip("/")] = lib.resolve()
+    return files
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The loader and libraries ``binary`` links against, as the host resolves them."""
+    out = run_tool(["ldd", str(binary)], f"ldd {binary.name}").stdout
+    libs = []
+    for line in out.splitlines():
+        words = line.split()
+        path = words[2] if len(words) > 2 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/"):
+            libs.append(Path(path))
+    if not libs:
+        raise ImageError(f"ldd {binary}: no libraries found (is it a dynamic x86-64 binary?)")
+    return libs
 
 
 def _fetch_kernel(package: str, release: str, kdir: Path, say: Progress) -> None:
@@ -205,13 +263,17 @@ class _Cpio:
 
 
 def _build_initramfs(kdir: Path, order: list[str], modules: dict[str, Path],
-                     say: Progress) -> Path:
+                     say: Progress, extra: dict[str, Path] | None = None) -> Path:
+    """The initramfs: busybox, /init, the modules and ``extra`` (path in guest -> file)."""
     init = (GUEST_DIR / "init.sh").read_bytes()
     _check_busybox()
     busybox = BUSYBOX.read_bytes()
+    extra = extra or {}
     digest = hashlib.sha256(init + busybox + "\n".join(order).encode())
     for name in order:
         digest.update(modules[name].read_bytes())
+    for dest, src in sorted(extra.items()):
+        digest.update(dest.encode() + src.read_bytes())
     path = kdir / f"initramfs-{digest.hexdigest()[:12]}.cpio.gz"
     if path.exists():
         return path
@@ -227,6 +289,14 @@ def _build_initramfs(kdir: Path, order: list[str], modules: dict[str, Path],
         cpio.file(f"lib/modules/{name}.ko", modules[name].read_bytes())
     page = b"<html><body>vmroc guest</body></html>\n"
     cpio.file("www/index.html", page + b"x" * (WWW_PAGE_BYTES - len(page)))
+    made = {"bin", "lib"}
+    for dest, src in sorted(extra.items()):
+        parts = dest.split("/")
+        for d in ("/".join(parts[:i]) for i in range(1, len(parts))):
+            if d not in made:
+                cpio.dir(d)
+                made.add(d)
+        cpio.file(dest, src.read_bytes(), 0o755)
     tmp = path.with_suffix(".tmp")
     with gzip.open(tmp, "wb", compresslevel=6) as f:
         f.write(cpio.finish())

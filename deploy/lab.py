@@ -6,6 +6,10 @@ has its RAM on a shared file (``guest.ram_path``), a QMP socket (``guest.qmp()``
 serial log carrying its status lines (``guest.status_lines()``) and a data disk with
 the block node name ``data`` (format) on ``data-file`` (protocol).
 
+``Lab.up(3, workload="etcd")`` also runs a real etcd cluster over the guests, each with
+a client writing and reading through its member (``deploy/guest/init.sh``); ``up`` waits
+until every guest names the same leader (``wait_cluster``).
+
 All state lives in ``$VMROC_HOME/run/lab-<name>/lab.json``, so ``Lab(name).down()``
 cleans up even after the process that called ``up`` was killed.
 """
@@ -26,8 +30,8 @@ from typing import Callable
 from vmroc.home import home, subdir
 from vmroc.proc import alive as pid_alive
 
-from .errors import GuestError, LabError
-from .image import GuestImage, build_image, run_tool
+from .errors import GuestError, ImageError, LabError
+from .image import GuestImage, build_image, check_workload, run_tool
 from .qmp import QMP
 from .status import StatusLine, read_status_lines
 
@@ -39,6 +43,7 @@ BRIDGE = "br0"
 BRIDGE_IP = f"{SUBNET}.1"
 SHM_DIR = Path("/dev/shm")
 BOOT_TIMEOUT = 180.0  # seconds to the first status line, all guests booting at once
+CLUSTER_TIMEOUT = 180.0  # seconds from boot until an etcd lab's guests agree on a leader
 QEMU_OVERHEAD_MB = 120  # host memory a TCG guest uses beyond its RAM
 DEAD = "dead"
 # An Intel model under TCG, so machine checks are logged rather than fatal.
@@ -170,6 +175,9 @@ class Guest:
         accel = self.lab.state["accel"]
         append = (f"console=ttyS0 quiet panic=0 vmroc.name={self.name} "
                   f"vmroc.ip={self.ip} vmroc.peer={c['peer']}")
+        if self.lab.workload == "etcd":
+            members = ",".join(f"{g['name']}={g['ip']}" for g in self.lab.state["guests"])
+            append += f" vmroc.workload=etcd vmroc.cluster={members}"
         cmd = [
             QEMU, "-name", f"vmroc:{self.lab.name}:{self.name},debug-threads=on",
             "-accel", accel, "-cpu", CPU_MODEL[accel],
@@ -291,33 +299,71 @@ class Lab:
         known = ", ".join(g.name for g in self.guests)
         raise GuestError(f"unknown guest {name!r}; lab {self.name} has {known}", name)
 
+    @property
+    def workload(self) -> str:
+        """``web`` (HTTP server and clients) or ``etcd`` (the same, plus an etcd cluster)."""
+        return self.state.get("workload", "web")
+
     def dependencies(self) -> dict[str, list[str]]:
-        """Guest -> the guests it calls (its HTTP client's peer): who depends on whom."""
+        """Guest -> the guests it calls (its HTTP client's peer; on an etcd lab also every
+        other member, which its writes are replicated to): who depends on whom."""
         by_ip = {g.ip: g.name for g in self.guests}
-        return {g.name: [by_ip[g.config["peer"]]] for g in self.guests
+        deps = {g.name: [by_ip[g.config["peer"]]] for g in self.guests
                 if g.config.get("peer") in by_ip and by_ip[g.config["peer"]] != g.name}
+        if self.workload == "etcd":
+            for g in self.guests:
+                deps[g.name] = list(dict.fromkeys(
+                    deps.get(g.name, []) + [o.name for o in self.guests if o.name != g.name]))
+        return deps
+
+    def wait_cluster(self, timeout: float = CLUSTER_TIMEOUT) -> str:
+        """Wait until every guest of an etcd lab names the same leader and has written;
+        returns the leader's name. ``LabError`` naming the guests that are not there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            last = {g.name: g.last_status() for g in self.guests}
+            leads = {n: int(s.get("etcd_lead", 0)) if s else 0 for n, s in last.items()}
+            wrote = {n: bool(s and s.get("etcd_wok", 0) > 0) for n, s in last.items()}
+            if len(set(leads.values())) == 1 and 0 not in leads.values() and all(wrote.values()):
+                return guest_name(next(iter(leads.values())))
+            if time.monotonic() > deadline:
+                lagging = [n for n in leads if not leads[n] or not wrote[n]] or sorted(leads)
+                detail = ", ".join(f"{n} sees leader {guest_name(leads[n]) if leads[n] else 'none'}"
+                                   for n in lagging)
+                raise LabError(f"lab {self.name}: the etcd cluster did not become healthy in "
+                               f"{timeout:.0f}s ({detail}); see /tmp/etcd.log in the guest "
+                               f"and {self.run_dir}/<guest>.serial.log")
+            time.sleep(0.5)
 
     # -- up ----------------------------------------------------------------------
     @classmethod
     def up(cls, guests: int = 3, name: str = "default", ram_mb: int = 256, vcpus: int = 1,
            flavour: str = "generic", accel: str = "auto", wait: bool = True,
-           progress: Progress | None = None) -> "Lab":
-        """Boot ``guests`` guests (or re-launch dead ones of a lab already up)."""
+           progress: Progress | None = None, workload: str = "web") -> "Lab":
+        """Boot ``guests`` guests (or re-launch dead ones of a lab already up) running
+        ``workload`` (``web`` or ``etcd``)."""
         say = progress or (lambda msg: log.info("%s", msg))
         lab = cls(name)
         if guests < 1:
             raise LabError("--guests must be at least 1")
+        try:
+            check_workload(workload)
+        except ImageError as exc:
+            raise LabError(str(exc)) from None
+        if workload == "etcd" and guests < 3:
+            raise LabError("--workload etcd needs at least 3 guests (a majority must survive "
+                           "a fault of one)")
         if lab.is_up and not any(g.alive() for g in lab.guests):
             say(f"lab {name}: no guest alive (left from an earlier run); starting afresh")
             lab.down(progress=say)
         if lab.is_up:
             have = len(lab.state["guests"])
-            if have != guests:
-                raise LabError(f"lab {name} is already up with {have} guests; "
+            if have != guests or lab.workload != workload:
+                raise LabError(f"lab {name} is already up with {have} guests ({lab.workload}); "
                                f"run `vmroc lab down --name {name}` first")
         else:
             _check_memory(guests, ram_mb)
-            image = build_image(flavour, progress=say)
+            image = build_image(flavour, progress=say, workload=workload)
             lab._create(guests, ram_mb, vcpus, image, _choose_accel(accel, image, say), say)
         started = time.monotonic()
         for g in lab.guests:
@@ -328,6 +374,15 @@ class Lab:
             for g in lab.guests:
                 g.wait_for_status()
                 say(f"{g.name} is up ({time.monotonic() - started:.1f}s)")
+            if lab.workload == "etcd":
+                say("waiting for the etcd cluster to elect a leader")
+                try:
+                    leader = lab.wait_cluster()
+                except LabError:
+                    lab.down(progress=say)
+                    raise
+                say(f"etcd cluster healthy: leader {leader} "
+                    f"({time.monotonic() - started:.1f}s)")
         return lab
 
     def _create(self, n: int, ram_mb: int, vcpus: int, image: GuestImage, accel: str,
@@ -338,6 +393,7 @@ class Lab:
         self.state = {
             "name": self.name, "created": time.time(), "accel": accel, "net": "tap",
             "netns": self.netns, "mcast": f"230.77.0.1:{port}", "guests": [],
+            "workload": image.workload,
         }
         for i in range(1, n + 1):
             gname = guest_name(i)

@@ -8,6 +8,7 @@ A campaign file (YAML or JSON)::
 
     name: demo
     lab: default          # optional; `--lab` wins
+    workload: etcd        # optional: the lab's workload it needs (web or etcd)
     baseline: 20s         # quiet time before the first fault (detectors learn "normal")
     cooldown: 10s         # quiet time after the last fault
     duration: 20m         # optional: the whole run lasts at least this long (baseline
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from vmroc.deploy import Lab
+from vmroc.deploy.image import WORKLOADS
 from vmroc.home import subdir
 
 from .errors import InjectError, SpecError
@@ -72,7 +74,7 @@ from .spec import FaultSpec, Target, parse_duration
 
 __all__ = ["Campaign", "Step", "CampaignResult", "run_campaign", "load_yaml"]
 
-CAMPAIGN_KEYS = ("name", "lab", "baseline", "cooldown", "duration", "seed", "faults")
+CAMPAIGN_KEYS = ("name", "lab", "workload", "baseline", "cooldown", "duration", "seed", "faults")
 STEP_KEYS = ("at", "kind", "guest", "guests", "duration", "params", "addr", "device")
 MEMBER_KEYS = STEP_KEYS[1:]                      # a group's faults: the group has the `at`
 CASCADE_STEP_KEYS = MEMBER_KEYS + ("after", "on", "timeout")
@@ -157,6 +159,7 @@ class Campaign:
     seed: int | None = None
     source: str = "<campaign>"
     duration: float | None = None  # the whole run lasts at least this long
+    workload: str | None = None    # the lab workload it needs (None: any)
 
     @property
     def planned_s(self) -> float:
@@ -192,6 +195,10 @@ class Campaign:
             if not isinstance(faults, list):
                 raise SpecError("`faults` must be a list of faults (`faults: []` with a "
                                 "`duration` for a run without faults)")
+            workload = obj.get("workload")
+            if workload is not None and workload not in WORKLOADS:
+                raise SpecError(f"unknown workload {workload!r}; use one of "
+                                f"{', '.join(WORKLOADS)}")
             if not faults and not duration:
                 raise SpecError("`faults` is empty: a run without faults needs a "
                                 "`duration`, e.g. 20m")
@@ -201,7 +208,7 @@ class Campaign:
         steps.sort(key=lambda s: s.at)
         campaign = cls(name=str(obj.get("name") or Path(source).stem), steps=tuple(steps),
                        lab=obj.get("lab"), baseline=baseline, cooldown=cooldown, seed=seed,
-                       source=source, duration=duration)
+                       source=source, duration=duration, workload=workload)
         campaign._check_conflicts()
         return campaign
 
@@ -227,6 +234,10 @@ class Campaign:
                 campaign_id: str | None = None) -> list[AppliedFault]:
         """Every step validated against the lab (guests up, addresses in range); nothing
         is applied. Errors name the step."""
+        if self.workload is not None and lab.workload != self.workload:
+            raise SpecError(f"campaign {self.source} needs a lab with the {self.workload} "
+                            f"workload; lab {lab.name} runs {lab.workload} (`vmroc lab up "
+                            f"--workload {self.workload}`)")
         out = []
         for step in self.steps:
             try:
@@ -243,7 +254,8 @@ class Campaign:
         return {what: sum(w == what for w, _ in seen) for what in COMPOSED}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "lab": self.lab, "baseline": self.baseline,
+        return {"name": self.name, "lab": self.lab, "workload": self.workload,
+                "baseline": self.baseline,
                 "cooldown": self.cooldown, "duration": self.duration, "seed": self.seed,
                 "source": self.source, "planned_s": round(self.planned_s, 1),
                 "faults": [s.to_dict() for s in self.steps]}
@@ -252,7 +264,8 @@ class Campaign:
         """The resolved schedule, no lab needed: ``at`` and ``ends`` are seconds after
         the baseline; ``planned_s`` is the whole run, baseline included."""
         return {"name": self.name, "source": self.source, "lab": self.lab,
-                "seed": self.seed, "baseline": self.baseline, "cooldown": self.cooldown,
+                "workload": self.workload, "seed": self.seed, "baseline": self.baseline,
+                "cooldown": self.cooldown,
                 "duration": self.duration, "at_after": "baseline",
                 "planned_s": round(self.planned_s, 1), "composed": self.composed(),
                 "faults": [s.plan() for s in self.steps]}

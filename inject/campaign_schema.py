@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmroc.deploy.image import WORKLOADS
 from vmroc.schema import DIALECT, JSON_TYPES
 
 from . import campaign
@@ -33,6 +34,8 @@ _REF = "#/$defs/"
 KEYS: dict[str, dict[str, Any]] = {
     "name": {"type": "string", "description": "campaign name (default: the file's name)"},
     "lab": {"type": ["string", "null"], "description": "lab name; `--lab` wins"},
+    "workload": {"enum": [*WORKLOADS, None],
+                 "description": "the lab workload the campaign needs (default: any)"},
     "baseline": {"$ref": _REF + "duration",
                  "description": "quiet time before the first fault (default 10s)"},
     "cooldown": {"$ref": _REF + "duration",

@@ -70,9 +70,11 @@ def run_recorded(campaign: Campaign, out: str | Path, *, lab_name: str | None = 
     lab = Lab(name)
     if not lab.is_up or not all(g.alive() for g in lab.guests):
         say(f"starting lab {name} ({guests} guests)")
-        lab = Lab.up(guests=guests, name=name, progress=say)
+        lab = Lab.up(guests=guests, name=name, progress=say,
+                     workload=campaign.workload or "web")
     meta = {"campaign": campaign.name, "campaign_source": campaign.source,
-            "seed": campaign.seed, "lab": name, "guests": [g.name for g in lab.guests],
+            "seed": campaign.seed, "lab": name, "workload": lab.workload,
+            "guests": [g.name for g in lab.guests],
             "rate_hz": rate, "commit": _commit(), "started": time.time()}
     ready, rec_stop, sample_stop = threading.Event(), threading.Event(), threading.Event()
     recorder = _Worker("recorder", lambda: record(

@@ -14,6 +14,7 @@ arg() { # value of vmroc.$1= on the kernel command line
     done
 }
 NAME=$(arg name); IP=$(arg ip); PEER=$(arg peer)
+WORKLOAD=$(arg workload); CLUSTER=$(arg cluster)  # cluster: g1=10.77.0.11,g2=10.77.0.12,...
 
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" 2>/dev/null || echo "vmroc-init: insmod $m failed"
@@ -76,13 +77,92 @@ cpu_worker() { # a fixed chunk of work, then a short rest: ops/s falls when the 
     done
 }
 
-echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu
+# -- etcd workload: a real etcd cluster over the lab guests, and a client per guest ------
+etcd_post() { # URL PATH JSON: POST to etcd's JSON gateway; the reply on stdout
+    timeout 3 wget -q -O - --post-data "$3" "$1$2" 2>/dev/null
+}
+
+json_str() { # KEY: the value of "KEY":"..." in the JSON on stdin
+    sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"
+}
+
+etcd_start() { # start this guest's member; one that ran before and lost its RAM-held
+               # data (reboot, crash) is removed and added again by a live member first
+    initial=""; state=new
+    for m in $(echo "$CLUSTER" | tr , ' '); do initial="$initial,${m%%=*}=http://${m#*=}:2380"; done
+    for m in $(echo "$CLUSTER" | tr , ' '); do
+        [ "${m%%=*}" = "$NAME" ] && continue
+        url="http://${m#*=}:2379"
+        list=$(etcd_post "$url" /v3/cluster/member/list '{}') || continue
+        old=$(echo "$list" | grep -o "\"ID\":\"[0-9]*\",\"name\":\"$NAME\"" | json_str ID)
+        if [ -n "$old" ] &&
+           etcd_post "$url" /v3/cluster/member/remove "{\"ID\":\"$old\"}" > /dev/null &&
+           etcd_post "$url" /v3/cluster/member/add "{\"peerURLs\":[\"http://$IP:2380\"]}" > /dev/null; then
+            state=existing
+            echo "vmroc-guest: etcd member $NAME rejoins (was $old)" > /dev/kmsg
+        fi
+        break
+    done
+    mkdir -p /var/etcd
+    etcd --name "$NAME" --data-dir /var/etcd --initial-cluster "${initial#,}" \
+        --initial-cluster-state "$state" --initial-cluster-token vmroc \
+        --listen-peer-urls "http://$IP:2380" --initial-advertise-peer-urls "http://$IP:2380" \
+        --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
+        --advertise-client-urls "http://$IP:2379" \
+        --heartbeat-interval 250 --election-timeout 2500 \
+        --logger zap --log-outputs stderr --log-level warn > /tmp/etcd.log 2>&1 &
+}
+
+etcd_client() { # write its own key, read it back (linearizable), ask the member who leads
+    url=http://127.0.0.1:2379; key=$(printf /vmroc/%s "$NAME" | base64)
+    wok=0; werr=0; rok=0; rerr=0; back=0; wlast=0; acked=0; seen=0; eup=0; lead=0; term=0
+    leader=""; ids=""
+    # continue the key's sequence after a reboot, so its values only ever grow
+    tries=0
+    until out=$(etcd_post $url /v3/kv/range "{\"key\":\"$key\"}"); do
+        tries=$((tries + 1)); [ $tries -ge 90 ] && break; sleep 1
+    done
+    seq=$(echo "$out" | json_str value | base64 -d); seq=${seq:-0}
+    while :; do
+        seq=$((seq + 1))
+        if etcd_post $url /v3/kv/put "{\"key\":\"$key\",\"value\":\"$(printf %s $seq | base64)\"}" > /dev/null; then
+            wok=$((wok + 1)); acked=$seq; read -r wlast _ < /proc/uptime
+        else
+            werr=$((werr + 1))
+        fi
+        if out=$(etcd_post $url /v3/kv/range "{\"key\":\"$key\"}"); then
+            rok=$((rok + 1))
+            v=$(echo "$out" | json_str value | base64 -d); v=${v:-0}
+            # history check: an acknowledged write, or a value already read, is never lost
+            if [ "$v" -lt "$acked" ] || [ "$v" -lt "$seen" ]; then back=$((back + 1)); fi
+            [ "$v" -gt "$seen" ] && seen=$v
+        else
+            rerr=$((rerr + 1))
+        fi
+        if out=$(etcd_post $url /v3/maintenance/status '{}'); then
+            eup=1; term=$(echo "$out" | json_str raftTerm); id=$(echo "$out" | json_str leader)
+            if [ "$id" != "$leader" ]; then  # a new leader: find its guest in the member list
+                leader=$id; lead=0
+                ids=$(etcd_post $url /v3/cluster/member/list '{}' | grep -o "\"ID\":\"$id\",\"name\":\"g[0-9]*\"")
+                [ -n "$ids" ] && lead=${ids##*\"g} && lead=${lead%\"}
+                [ "$lead" = 0 ] && leader=""
+            fi
+        else
+            eup=0; lead=0; leader=""
+        fi
+        echo "$eup $lead ${term:-0} $wok $werr $wlast $acked $rok $rerr $back" > /tmp/etcd
+        usleep 200000
+    done
+}
+
+echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
+if [ "$WORKLOAD" = etcd ]; then etcd_start; etcd_client & fi
 [ -n "$PEER" ] && http_client &
 [ -b /dev/vda ] && disk_worker &
 cpu_worker &
 
 # the status loop runs as PID 1 and never exits
-http="0 0 0"; disk="0 0"; cpu=0; beat=0
+http="0 0 0"; disk="0 0"; cpu=0; etcd="0 0 0 0 0 0 0 0 0 0"; beat=0
 while :; do
     beat=$((beat + 1))
     # a kernel log line written from inside, for checks of the log read from RAM
@@ -107,6 +187,12 @@ while :; do
     read -r v < /tmp/http 2>/dev/null && [ -n "$v" ] && http=$v
     read -r v < /tmp/disk 2>/dev/null && [ -n "$v" ] && disk=$v
     read -r v < /tmp/cpu 2>/dev/null && [ -n "$v" ] && cpu=$v
+    if [ "$WORKLOAD" = etcd ]; then
+        read -r v < /tmp/etcd 2>/dev/null && [ -n "$v" ] && etcd=$v
+        set -- $etcd
+        line="$line etcd_up=$1 etcd_lead=$2 etcd_term=$3 etcd_wok=$4 etcd_werr=$5 etcd_wlast=$6"
+        line="$line etcd_acked=$7 etcd_rok=$8 etcd_rerr=$9 etcd_back=${10}"
+    fi
     set -- $http; line="$line http_ok=$1 http_err=$2 http_ms=$3"
     set -- $disk; line="$line disk_ok=$1 disk_err=$2 cpu_ops=$cpu"
     echo "$line"

@@ -314,6 +314,7 @@ class FakeFault:
 
 class FakeLab:
     name = "fake"
+    workload = "web"
     guests = [type("G", (), {"name": f"g{i}"})() for i in (1, 2, 3)]
 
 

@@ -261,6 +261,7 @@ class FakeLab:
     name = "fake"
     is_up = True
     state = {"net": "tap"}
+    workload = "web"
 
     def __init__(self, tmp):
         self.guests = [FakeGuest("g1", tmp)]

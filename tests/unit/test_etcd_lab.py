@@ -1,0 +1,107 @@
+"""The etcd workload's host side without guests: choosing it, what the guests are told,
+the status timeline, and the cluster-health wait."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from vmroc.deploy import LabError
+from vmroc.deploy import lab as lab_mod
+from vmroc.deploy.etcd import check_writes
+from vmroc.deploy.status import StatusTimeline
+
+
+def _line(name: str, up: float, **kv) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in kv.items())
+    return f"VMROC1 name={name} up={up:.2f} {extra} http_ok=1 disk_ok=1 cpu_ops=1\r\n"
+
+
+def _fake_lab(tmp_path, monkeypatch, workload: str = "etcd", n: int = 3) -> lab_mod.Lab:
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    lab = lab_mod.Lab("fake")
+    ips = [f"10.77.0.{10 + i}" for i in range(1, n + 1)]
+    lab.state = {"name": "fake", "accel": "tcg", "net": "socket", "mcast": "230.77.0.1:2",
+                 "workload": workload, "guests": [
+                     {"name": f"g{i}", "index": i, "ip": ips[i - 1],
+                      "peer": ips[1] if i == 1 else ips[0], "mac": "52:54:00:77:00:11",
+                      "tap": f"tap-g{i}", "ram_mb": 256, "vcpus": 1, "kernel": "k",
+                      "initrd": "i", "disk": "d", "release": "r", "flavour": "generic",
+                      "ram_path": str(tmp_path / f"g{i}.ram")} for i in range(1, n + 1)]}
+    lab.save()
+    return lab
+
+
+def test_unknown_workload_and_too_small_a_cluster_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    with pytest.raises(LabError, match=r"^unknown workload 'redis'; use one of web, etcd$"):
+        lab_mod.Lab.up(3, name="x", workload="redis")
+    with pytest.raises(LabError, match="etcd needs at least 3 guests"):
+        lab_mod.Lab.up(2, name="x", workload="etcd")
+    assert not (tmp_path / "run" / "lab-x").exists()  # refused before anything was made
+
+
+def test_etcd_guests_are_told_the_cluster_and_depend_on_every_member(tmp_path, monkeypatch):
+    lab = _fake_lab(tmp_path, monkeypatch)
+    append = lab.guest("g2").qemu_command()[lab.guest("g2").qemu_command().index("-append") + 1]
+    assert "vmroc.workload=etcd" in append
+    assert "vmroc.cluster=g1=10.77.0.11,g2=10.77.0.12,g3=10.77.0.13" in append
+    assert lab.dependencies() == {"g1": ["g2", "g3"], "g2": ["g1", "g3"], "g3": ["g1", "g2"]}
+    web = _fake_lab(tmp_path, monkeypatch, workload="web")
+    assert "workload" not in web.guest("g1").qemu_command()[-1]
+    assert not any("vmroc.workload" in a for a in web.guest("g1").qemu_command())
+    assert web.dependencies() == {"g1": ["g2"], "g2": ["g1"], "g3": ["g1"]}
+    assert check_writes(lab) is None  # socket network: the host has no path to the members
+
+
+def test_cluster_wait_names_the_guests_without_a_leader(tmp_path, monkeypatch):
+    lab = _fake_lab(tmp_path, monkeypatch)
+    lab.run_dir.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(lab_mod.Guest, "alive", lambda self: True)
+    for i, lead in ((1, 2), (2, 2), (3, 0)):
+        (lab.run_dir / f"g{i}.serial.log").write_text(
+            _line(f"g{i}", 5, etcd_lead=lead, etcd_wok=3))
+    with pytest.raises(LabError, match=r"did not become healthy in 1s \(g3 sees leader none\)"):
+        lab.wait_cluster(timeout=1)
+    (lab.run_dir / "g3.serial.log").write_text(_line("g3", 6, etcd_lead=2, etcd_wok=1))
+    assert lab.wait_cluster(timeout=1) == "g2"
+
+
+def test_status_timeline_times_lines_as_read_and_follows_a_relaunch(tmp_path):
+    log = tmp_path / "g1.serial.log"
+    log.write_text("".join(_line("g1", up) for up in (1, 2, 3)))
+    t0 = time.time()
+    timeline = StatusTimeline({"g1": log}, interval=0.02, history=2).start()
+    history = list(timeline.lines["g1"])
+    assert [s["up"] for _, s in history] == [2, 3]
+    assert history[1][0] - history[0][0] == pytest.approx(1.0, abs=0.01)  # timed back by uptime
+    time.sleep(0.1)
+    with log.open("a") as f:
+        f.write(_line("g1", 4)[:20])  # half a line: not taken until it is complete
+        f.flush()
+        time.sleep(0.1)
+        assert [s["up"] for _, s in timeline.lines["g1"]] == [2, 3]
+        f.write(_line("g1", 4)[20:])
+    time.sleep(0.1)
+    log.write_text(_line("g1", 0.5))  # relaunched: a new, shorter log
+    lines = timeline.stop()["g1"]
+    assert [s["up"] for _, s in lines] == [2, 3, 4, 0.5]
+    assert all(ts >= t0 + 0.05 for ts, _ in lines[2:])
+    assert [ts for ts, _ in lines] == sorted(ts for ts, _ in lines)
+
+
+def test_a_campaign_names_its_workload_and_refuses_another_lab(tmp_path, monkeypatch):
+    from vmroc.inject.campaign import Campaign
+    from vmroc.inject.errors import SpecError
+
+    plan = {"name": "c", "workload": "etcd",
+            "faults": [{"at": "0s", "kind": "guest-suspend", "guest": "g1", "duration": "5s"}]}
+    campaign = Campaign.from_dict(plan)
+    assert campaign.workload == "etcd" and campaign.plan()["workload"] == "etcd"
+    web = _fake_lab(tmp_path, monkeypatch, workload="web")
+    with pytest.raises(SpecError, match=r"needs a lab with the etcd workload; lab fake runs web "
+                                        r"\(`vmroc lab up --workload etcd`\)"):
+        campaign.prepare(web, ledger=None)
+    with pytest.raises(SpecError, match="unknown workload 'mysql'; use one of web, etcd"):
+        Campaign.from_dict({**plan, "workload": "mysql"})
