@@ -88,6 +88,7 @@ def format_scorecard(report: dict[str, Any]) -> str:
                        for k, w in kinds.items())
         lines.append(f"{name:<14} {_f(m['ac1']):>5} {_f(m['ac3']):>5} {_f(m['avg5']):>5} "
                      f"{_f(m['median_localization_latency_s']):>6}   {per}")
+    lines += _failover_table(report.get("failover"))
     lines.append("")
     for r in report["recordings"]:
         cut = (f", compressed stream cut after line {r['truncated_after_line']}"
@@ -96,6 +97,23 @@ def format_scorecard(report: dict[str, Any]) -> str:
                      f"faults, {r['anomalies']} anomalies, {r['incidents']} incidents, "
                      f"{r['skipped_lines']} bad lines skipped{cut}")
     return "\n".join(lines)
+
+
+def _failover_table(per_kind: dict[str, dict[str, Any]] | None) -> list[str]:
+    """The etcd failover per fault kind (``inject.failover.summarize``), if any."""
+    if not per_kind:
+        return []
+    lines = ["", "failover per kind (etcd; s = seconds from injection, el = to a new "
+                 "leader, unav = longest stretch without a write, cerr = client errors, "
+                 "hviol = history violations):",
+             f"{'kind':<16} {'n':>4} {'elect':>5} {'el50':>6} {'elmax':>6} {'unav50':>6} "
+             f"{'unavmax':>7} {'cerr':>6} {'hviol':>5}"]
+    for kind, m in per_kind.items():
+        lines.append(f"{kind[:16]:<16} {m['n']:>4} {m['elections']:>5} "
+                     f"{_f(m['election_median_s']):>6} {_f(m['election_max_s']):>6} "
+                     f"{_f(m['unavailable_median_s']):>6} {_f(m['unavailable_max_s']):>7} "
+                     f"{m['client_errors']:>6} {m['history_violations']:>5}")
+    return lines
 
 
 def _row(name: str, m: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ A replay runs the code of the live workers: the samples in time order through
 correlator measured it during the replay, is reported too (``ranking_ms_median``,
 ``ranking_ms_p90``). The baselines rank the incidents that
 correlation produced, so only the ranking differs; ``rca.scorecard`` matches and scores.
+On an etcd lab the ledger's ``recovered`` events carry ``evidence["failover"]``
+(``inject.failover.measure``): the report sums them per kind under ``failover``
+(``inject.failover.summarize``; the key is absent when no fault carries one).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from vmroc.events import Anomaly
+from vmroc.events import Anomaly, FaultEvent
 from vmroc.rca.replay import Run, run_recording
 
-__all__ = ["evaluate_recordings", "pick_timeline", "run_recording", "Run"]
+__all__ = ["evaluate_recordings", "failover_rows", "pick_timeline", "run_recording", "Run"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
     """The scorecard of ``ranker`` over every recording, and of each baseline on the same
     incidents. Returns the report (``vmroc eval --json``) and the detail a report page
     draws: every fault's row and one timeline (``pick_timeline``)."""
+    from vmroc.inject.failover import summarize as summarize_failover
     from vmroc.rca.rankers import BASELINES, check_ranker, make_ranker
     from vmroc.rca.scorecard import GRACE_S, Scored, rerank, score, summarize
 
@@ -48,7 +52,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
     for name in (ranker, *names):  # an unknown name fails before any replay
         check_ranker(name)
     main, others = Scored(), {b: Scored() for b in names}
-    recordings, timeline, ranking_ms = [], None, []
+    recordings, timeline, ranking_ms, failover = [], None, [], []
     for path in paths:
         run = run_recording(path, ranker, rca_model=rca_model, **detector_options)
         where = {"guests": run.guests, "span": run.span, "grace_s": grace_s}
@@ -57,6 +61,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
             row["recording"] = run.path
         main += scored
         ranking_ms += run.ranking_ms
+        failover += failover_rows(run.faults)
         for b in names:
             ranked = rerank(run.incidents, make_ranker(b, depends=run.depends,
                                                        series=run.series, model=rca_model))
@@ -75,7 +80,18 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
                                  if ranking_ms else None),
               "baselines": {b: summarize(s) for b, s in others.items()},
               "recordings": recordings}
+    if failover:
+        report["failover"] = summarize_failover(failover)
     return report, {"rows": main.rows, "timeline": timeline}
+
+
+def failover_rows(faults: list[FaultEvent]) -> list[dict[str, Any]]:
+    """``{"kind", "failover"}`` of each fault whose ``recovered`` event carries
+    ``evidence["failover"]`` (the last such event of a fault)."""
+    rows = {f.fault_id: {"kind": f.kind, "failover": f.evidence["failover"]} for f in faults
+            if f.phase == "recovered" and isinstance(f.evidence, dict)
+            and f.evidence.get("failover")}
+    return list(rows.values())
 
 
 def pick_timeline(run: Run, rows: list[dict[str, Any]], false_alarms: list[str],
