@@ -52,8 +52,10 @@ def measure(timeline: Timeline, *, t_inject: float, t_revert: float, targets: li
     election = _election(timeline, t_inject, targets, leader_before, term_before)
     writes = sorted({w for lines in timeline.values() for w in write_times(lines)})
     normal = _median_gap([w for w in writes if w <= t_inject])
+    # a write shows up to a line period late: the gap still open at the last line read
+    # is only known to be open up to that much before it
     horizon = max((lines[-1][0] for lines in timeline.values() if lines), default=t_end)
-    gap, resumed = _longest_gap(writes, t_inject, horizon)
+    gap, resumed = _longest_gap(writes, t_inject, horizon - RESOLUTION_S)
     if gap <= max(2 * (normal or 0), RESOLUTION_S):
         resumed = t_inject  # writes never stopped
     return {

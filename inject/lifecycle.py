@@ -10,6 +10,11 @@ addresses) happens in ``prepare`` before anything is touched. ``stop()`` (also r
 was seen, waits for the watched guests to return to their pre-fault baseline
 (``recovery.wait_recovered``) and records ``recovered`` with the time it took; it is
 idempotent.
+
+On an etcd lab every fault also measures the cluster's failover (``failover.measure``
+over a ``StatusTimeline`` of every guest, from before the invoke to after recovery) and
+reads every acknowledged write back through every member (``deploy.etcd.check_writes``);
+both go into the ``recovered`` entry as ``failover``.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import time
 from typing import Any, Callable
 
 from vmroc.deploy import GuestError, Lab
+from vmroc.deploy.etcd import check_writes
+from vmroc.deploy.status import StatusTimeline
 from vmroc.errors import VmrocError
 from vmroc.events import to_dict
 
 from .errors import ApplyError, FaultStateError, InjectError, SpecError, TargetError, TeardownError
+from .failover import measure as measure_failover
 from .fault import Fault, SerialMark, rate
 from .lease import Lease
 from .ledger import Ledger, event
@@ -35,7 +43,8 @@ from .spec import FaultSpec
 __all__ = ["apply", "prepare", "AppliedFault"]
 
 POLL = 0.5
-WATCH_KEYS = ("http_ok", "disk_ok", "cpu_ops")
+WATCH_KEYS = ("http_ok", "disk_ok", "cpu_ops", "etcd_wok")
+FAILOVER_TAIL_S = 3.0  # the cluster watched this long after recovery
 Progress = Callable[[str], None]
 
 
@@ -114,6 +123,7 @@ class AppliedFault:
         self.recovery: dict[str, Any] | None = None
         self._t0 = 0.0
         self._torn_down = False
+        self._timeline: StatusTimeline | None = None
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -155,6 +165,9 @@ class AppliedFault:
         fx._save = lambda f: self.lease.update(state=f.state)
         self.runstate = "active"
         t0 = time.monotonic()
+        if fx.lab.workload == "etcd":
+            self._timeline = StatusTimeline({g.name: g.serial_path for g in fx.lab.guests})
+            self._timeline.start()
         try:
             self.kind.setup(fx)
             fx.mark()
@@ -240,6 +253,7 @@ class AppliedFault:
                                 kind=self.kind.name) from exc
         self._torn_down = True
         t_down = time.monotonic()
+        t_revert = time.time()
         self.say(f"{self.id}: reverted after {self.held_s:.1f}s")
         if self.t_start is not None and not self.effective and self.effective is not False:
             self.effective = False
@@ -251,16 +265,39 @@ class AppliedFault:
                              relaunch=False)
             self.recovered = found["recovered"]
             self.time_to_recover = found.get("time_to_recover")
+            if self._timeline is not None:
+                found["failover"] = self._failover(t_revert)
             self.recovery = found
             self._record("recovered", {"teardown_s": round(t_down - self._t0 - self.held_s, 3),
                                        **found})
             self.say(f"{self.id}: " + (f"recovered in {self.time_to_recover:.1f}s"
                                        if self.recovered else "NOT back to baseline: "
                                        + found.get("reason", "?")))
+        if self._timeline is not None:
+            self._timeline.stop()
         if self.lease is not None:
             self.lease.remove()
         self.runstate = "stopped"
         return self
+
+    def _failover(self, t_revert: float) -> dict[str, Any] | None:
+        """How the etcd cluster came through this fault: leaders, election and write
+        outage times, client errors (``failover.measure``) and acknowledged writes read
+        back through every member after recovery (``writes``)."""
+        time.sleep(FAILOVER_TAIL_S)
+        lines = self._timeline.stop()
+        out = measure_failover(lines, t_inject=self.t_start, t_revert=t_revert,
+                               targets=list(self.spec.guests))
+        if out is None:
+            return None
+        try:
+            out["writes"] = check_writes(self.fault.lab)
+        except VmrocError as exc:
+            out["writes"] = {"error": str(exc)}
+        if out["writes"] and out["writes"].get("lost"):
+            self.fault.log.warning("%s: acknowledged writes lost: %s", self.id,
+                                   out["writes"]["lost"])
+        return out
 
     def _watch_keys(self) -> dict[str, list[str]]:
         """Guests to watch for recovery, and which counters were advancing before."""

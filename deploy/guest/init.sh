@@ -109,7 +109,7 @@ etcd_start() { # start this guest's member; one that ran before and lost its RAM
         --listen-peer-urls "http://$IP:2380" --initial-advertise-peer-urls "http://$IP:2380" \
         --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
         --advertise-client-urls "http://$IP:2379" \
-        --heartbeat-interval 250 --election-timeout 2500 \
+        --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
         --logger zap --log-outputs stderr --log-level warn > /tmp/etcd.log 2>&1 &
 }
 

@@ -175,7 +175,8 @@ def test_writes_that_never_resume_have_no_resume_time():
     assert m["writes_resumed_s"] is None and m["unavailable_s"] > 18, m
     # t_end cuts the timeline
     cut = measure(timeline, t_inject=10.0, t_revert=20.0, targets=["g1"], t_end=15.0)
-    assert cut["lines"] < m["lines"] and 4 < cut["unavailable_s"] < 6, cut
+    # (a gap still open at the last line counts up to a line period before it)
+    assert cut["lines"] < m["lines"] and 2.5 < cut["unavailable_s"] < 4.5, cut
 
 
 def test_a_web_timeline_has_no_failover():
