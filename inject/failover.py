@@ -91,7 +91,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                      **_stats("unavailable", [m.get("unavailable_s") for m in ms]),
                      **_stats("writes_resumed", [m.get("writes_resumed_s") for m in ms]),
                      "client_errors": sum(m.get("client_errors", 0) for m in ms),
-                     "history_violations": sum(m.get("history_violations", 0) for m in ms)}
+                     "history_violations": sum(m.get("history_violations", 0) for m in ms),
+                     "lost_writes": sum(len((m.get("writes") or {}).get("lost") or [])
+                                        for m in ms)}
     return out
 
 

@@ -141,7 +141,8 @@ def generate(faults: int, seed: int, *, kinds: str | Iterable[str] = "all", gues
              groups: float = 0.25, cascades: float = 0.25, flip_flops: float = 0.1,
              gap: float | str = 15.0, baseline: float | str = 30.0,
              cooldown: float | str = 30.0, max_duration: float | str | None = None,
-             name: str = "generated", out: str | None = None) -> Generated:
+             name: str = "generated", out: str | None = None,
+             workload: str | None = None) -> Generated:
     """A campaign of ``faults`` faults drawn with ``seed``; ``SpecError`` (one line) for
     arguments that cannot make one."""
     names = _kinds(kinds)
@@ -177,8 +178,9 @@ def generate(faults: int, seed: int, *, kinds: str | Iterable[str] = "all", gues
                         "composed); lower --groups/--cascades/--flip-flops or raise --faults")
     faults_yaml = _timeline(entries, gap)
     command = _command(faults, seed, kinds, guests, groups, cascades, flip_flops, gap,
-                       baseline, cooldown, max_duration, name, out)
-    body = (f"name: {name}\nbaseline: {baseline:g}s\ncooldown: {cooldown:g}s\n"
+                       baseline, cooldown, max_duration, name, out, workload)
+    body = (f"name: {name}\n" + (f"workload: {workload}\n" if workload else "")
+            + f"baseline: {baseline:g}s\ncooldown: {cooldown:g}s\n"
             f"seed: {seed}\nfaults:\n" + "".join(faults_yaml))
     campaign = Campaign.from_dict(load_yaml(body, "generated campaign"),
                                   out or "<generated>")
@@ -389,7 +391,7 @@ def _flow(mapping: dict) -> str:
 
 
 def _command(faults, seed, kinds, guests, groups, cascades, flip_flops, gap, baseline,
-             cooldown, max_duration, name, out) -> str:
+             cooldown, max_duration, name, out, workload=None) -> str:
     kinds_arg = kinds.strip() if isinstance(kinds, str) and kinds.strip() == "all" \
         else ",".join(_kinds(kinds))
     parts = ["vmroc campaign generate", f"--faults {faults}", f"--seed {seed}",
@@ -398,6 +400,8 @@ def _command(faults, seed, kinds, guests, groups, cascades, flip_flops, gap, bas
              f"--baseline {baseline:g}s", f"--cooldown {cooldown:g}s"]
     if max_duration is not None:
         parts.append(f"--max-duration {parse_duration(max_duration):g}s")
+    if workload is not None:
+        parts.append(f"--workload {workload}")
     parts.append(f"--name {name}")
     if out is not None:
         parts.append(f"-o {out}")

@@ -92,6 +92,8 @@ def register(subparsers) -> None:
                    help="refuse a plan longer than this (e.g. 35m)")
     g.add_argument("--name", default=None,
                    help="campaign name (default: the output file's name)")
+    g.add_argument("--workload", choices=["web", "etcd"], default=None,
+                   help="the lab workload the campaign needs (written as `workload:`)")
     g.add_argument("-o", "--out", required=True,
                    help="output file (`-` for standard output)")
     g.add_argument("--json", action="store_true",
@@ -229,7 +231,8 @@ def cmd_generate(args) -> int:
     gen = generate(args.faults, args.seed, kinds=args.kinds, guests=args.guests,
                    groups=args.groups, cascades=args.cascades, flip_flops=args.flip_flops,
                    gap=args.gap, baseline=args.baseline, cooldown=args.cooldown,
-                   max_duration=args.max_duration, name=name, out=args.out)
+                   max_duration=args.max_duration, name=name, out=args.out,
+                   workload=args.workload)
     if not to_stdout:
         try:
             Path(args.out).write_text(gen.text)

@@ -35,6 +35,7 @@ EXPECT = {
     "bench_campaign.py": "effective faults detected",
     "bench_detect.py": "update_batch / update:",
     "bench_encoding.py": "| compact / json |",
+    "bench_failover.py": "| kind | tries | elections |",
     "bench_inject.py": "| kind | level | mechanism |",
     "bench_lab.py": "idle guest(s): host CPU per guest",
     "bench_rank_table.py": "residual / baro:",

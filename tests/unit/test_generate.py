@@ -149,3 +149,13 @@ def test_cli_generate_to_stdout_and_errors(capsys):
     assert main(["campaign", "generate", "--faults", "0", "--seed", "4", "-o", "-"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err == "SpecError: --faults 0: need at least 1 fault\n"
+
+
+def test_a_generated_campaign_names_its_workload(tmp_path):
+    out = tmp_path / "e.yaml"
+    gen = generate(8, 4, workload="etcd", name="e", out=str(out))
+    out.write_text(gen.text)
+    assert "--workload etcd" in gen.command
+    assert Campaign.load(out).workload == "etcd"
+    assert Campaign.from_dict({"faults": [], "duration": "1m"}).workload is None
+    assert "workload" not in generate(8, 4, name="w").text
