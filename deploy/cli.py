@@ -72,12 +72,14 @@ def cmd_image_build(args) -> int:
 def _print_status(rows: list[dict], as_json: bool, lab: Lab) -> None:
     if as_json:
         print(json.dumps({"lab": lab.name, "network": lab.state.get("net"),
-                          "accel": lab.state.get("accel"), "guests": rows}, indent=1))
+                          "accel": lab.state.get("accel"), "workload": lab.workload,
+                          "guests": rows}, indent=1))
         return
     if not rows:
         print(f"lab {lab.name} is down")
         return
-    print(f"lab {lab.name}: {lab.state.get('accel')}, network {lab.state.get('net')}")
+    print(f"lab {lab.name}: {lab.state.get('accel')}, network {lab.state.get('net')}, "
+          f"workload {lab.workload}")
     print(f"{'GUEST':6} {'STATE':15} {'PID':>8} {'IP':12} {'UPTIME':>8}  RAM FILE")
     for r in rows:
         up = f"{r['uptime']:.0f}s" if r["uptime"] is not None else "-"

@@ -105,3 +105,30 @@ def test_a_campaign_names_its_workload_and_refuses_another_lab(tmp_path, monkeyp
         campaign.prepare(web, ledger=None)
     with pytest.raises(SpecError, match="unknown workload 'mysql'; use one of web, etcd"):
         Campaign.from_dict({**plan, "workload": "mysql"})
+
+
+def test_a_cluster_that_never_becomes_healthy_takes_the_lab_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMROC_HOME", str(tmp_path))
+    calls = []
+
+    def create(self, n, ram_mb, vcpus, image, accel, say):
+        self.state = _fake_lab(tmp_path, monkeypatch).state
+        self.save()
+
+    def never(self, timeout=0):
+        raise LabError("lab x: the etcd cluster did not become healthy in 1s (g2 sees leader "
+                       "none)")
+
+    monkeypatch.setattr(lab_mod, "_check_memory", lambda *a: None)
+    monkeypatch.setattr(lab_mod, "build_image", lambda *a, **k: type(
+        "I", (), {"workload": "etcd"})())
+    monkeypatch.setattr(lab_mod, "_choose_accel", lambda *a: "tcg")
+    monkeypatch.setattr(lab_mod.Lab, "_create", create)
+    monkeypatch.setattr(lab_mod.Guest, "alive", lambda self: self.name in calls)
+    monkeypatch.setattr(lab_mod.Guest, "launch", lambda self: calls.append(self.name))
+    monkeypatch.setattr(lab_mod.Guest, "wait_for_status", lambda self, *a, **k: None)
+    monkeypatch.setattr(lab_mod.Lab, "wait_cluster", never)
+    monkeypatch.setattr(lab_mod.Lab, "down", lambda self, progress=None: calls.append("down"))
+    with pytest.raises(LabError, match="g2 sees leader none"):
+        lab_mod.Lab.up(3, name="x", workload="etcd")
+    assert calls[-1] == "down" and calls[:3] == ["g1", "g2", "g3"]
