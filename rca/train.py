@@ -38,8 +38,10 @@ def train(paths: list[str | Path], out: str | Path | None = None, *, seed: int =
     from .replay import run_recording
     say = progress or (lambda msg: log.info("%s", msg))
     examples: list[Example] = []
+    workloads = set()
     for path in paths:
         run = run_recording(path, "heuristic", **detector_options)
+        workloads.add(run.header.get("workload", "web"))  # recorded before v0.3: web
         found = incident_examples(run)
         say(f"{path}: {len(found)} labeled incidents ({len(run.faults)} ledger events, "
             f"{len(run.incidents)} incidents)")
@@ -50,7 +52,8 @@ def train(paths: list[str | Path], out: str | Path | None = None, *, seed: int =
         vmroc_version = None
     model = Fingerprint(seed=seed).fit(examples, meta={
         "vmroc": vmroc_version, "features": list(FEATURES),
-        "recordings": [Path(p).name for p in paths], "seed": seed})
+        "recordings": [Path(p).name for p in paths], "workloads": sorted(workloads),
+        "seed": seed})
     if out is not None:
         model.save(out)
         say(f"model written to {out} ({len(examples)} incidents, parts {model.meta_['parts']})")

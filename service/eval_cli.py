@@ -93,7 +93,8 @@ def format_scorecard(report: dict[str, Any]) -> str:
     for r in report["recordings"]:
         cut = (f", compressed stream cut after line {r['truncated_after_line']}"
                if r.get("truncated_after_line") else "")
-        lines.append(f"{r['path']}: {r['samples']} samples, {r['hours']:.2f} h, {r['faults']} "
+        lines.append(f"{r['path']} ({r.get('workload', 'web')}): {r['samples']} samples, "
+                     f"{r['hours']:.2f} h, {r['faults']} "
                      f"faults, {r['anomalies']} anomalies, {r['incidents']} incidents, "
                      f"{r['skipped_lines']} bad lines skipped{cut}")
     return "\n".join(lines)

@@ -66,7 +66,8 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
             ranked = rerank(run.incidents, make_ranker(b, depends=run.depends,
                                                        series=run.series, model=rca_model))
             others[b] += score(run.faults, run.anomalies, ranked, **where)
-        recordings.append({"path": run.path, "samples": run.samples,
+        recordings.append({"path": run.path, "workload": run.header.get("workload", "web"),
+                           "samples": run.samples,
                            "skipped_lines": run.skipped, "truncated_after_line": run.truncated,
                            "hours": round(run.hours, 4), "faults": len(scored.rows),
                            "anomalies": len(run.anomalies), "incidents": len(run.incidents)})
