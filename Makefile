@@ -3,7 +3,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast bench model eval recordings
+.PHONY: setup demo test test-fast bench model eval eval-workloads failover recordings
 
 setup:
 	VMROC_VENV=$(VENV) bash deploy/setup.sh
@@ -19,7 +19,7 @@ test: setup
 test-fast:
 	$(PYTHON) -m pytest tests/unit
 
-# Every benchmark (~40 min); each script also runs alone, see bench/*.py --help, and has a
+# Every benchmark (~55 min); each script also runs alone, see bench/*.py --help, and has a
 # --quick mode that tests/real/test_bench.py runs in `make test`, so none can rot.
 # Without VMROC_KAFKA, bench_bus and bench_service start a throw-away broker of their own.
 bench: setup
@@ -34,6 +34,7 @@ bench: setup
 	$(PYTHON) bench/bench_service.py live
 	$(PYTHON) bench/bench_overhead.py
 	$(PYTHON) bench/bench_scale.py
+	$(PYTHON) bench/bench_failover.py
 	$(PYTHON) -m vmroc.cli lab up --name bench --guests 3
 	$(PYTHON) bench/bench_sampler.py --lab bench && $(PYTHON) bench/bench_inject.py --lab bench && \
 	  $(PYTHON) bench/bench_campaign.py --lab bench; rc=$$?; \
@@ -50,6 +51,23 @@ eval:
 	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker ensemble --html build/eval-heldout.html
 	$(PYTHON) -m vmroc.cli eval data/recordings/normal-3.jsonl.xz
 
+# RCA across workloads (docs/etcd.md): the shipped model (web recordings only) judged on
+# the etcd recording; the in-workload number by 3-fold CV inside it; and the reverse, a
+# model trained on the etcd recording only, judged on the held-out web recording.
+ETCD = data/recordings/etcd-s4.jsonl.xz
+eval-workloads:
+	$(PYTHON) -m vmroc.cli eval $(ETCD) --ranker ensemble
+	$(PYTHON) -m vmroc.cli eval $(ETCD) --ranker fingerprint
+	$(PYTHON) bench/bench_rca_cv.py $(ETCD) --folds 3
+	mkdir -p build && $(PYTHON) -m vmroc.cli rca train $(ETCD) -o build/fingerprint-etcd.joblib
+	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker ensemble --rca-model build/fingerprint-etcd.joblib
+	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker fingerprint --rca-model build/fingerprint-etcd.joblib
+	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker fingerprint
+
+# etcd failover per kind, 5 tries each (~15 min; boots its own etcd lab)
+failover: setup
+	$(PYTHON) bench/bench_failover.py
+
 # The shipped recordings again (~145 min on a 2-core machine; the lab and broker stay up).
 recordings: setup
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/mixed.yaml --record data/recordings/mixed-s1.jsonl.xz
@@ -58,3 +76,4 @@ recordings: setup
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-2.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-3.jsonl.xz
+	$(PYTHON) -m vmroc.cli campaign run data/recordings/etcd-s4.yaml --record $(ETCD)
