@@ -176,6 +176,9 @@ class Campaign:
             text = path.read_text()
         except OSError as exc:
             raise SpecError(f"campaign {path}: cannot read it ({exc.strerror})") from exc
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"campaign {path}: not UTF-8 text ({exc.reason} at byte "
+                            f"{exc.start})") from exc
         return cls.from_dict(load_yaml(text, f"campaign {path}"), str(path))
 
     @classmethod
@@ -195,6 +198,9 @@ class Campaign:
             if not isinstance(faults, list):
                 raise SpecError("`faults` must be a list of faults (`faults: []` with a "
                                 "`duration` for a run without faults)")
+            lab = obj.get("lab")
+            if lab is not None and not isinstance(lab, str):
+                raise SpecError(f"bad lab {lab!r}: expected a lab name")
             workload = obj.get("workload")
             if workload is not None and workload not in WORKLOADS:
                 raise SpecError(f"unknown workload {workload!r}; use one of "
@@ -207,7 +213,7 @@ class Campaign:
         steps = _Expander(seed).expand(faults, source)
         steps.sort(key=lambda s: s.at)
         campaign = cls(name=str(obj.get("name") or Path(source).stem), steps=tuple(steps),
-                       lab=obj.get("lab"), baseline=baseline, cooldown=cooldown, seed=seed,
+                       lab=lab, baseline=baseline, cooldown=cooldown, seed=seed,
                        source=source, duration=duration, workload=workload)
         campaign._check_conflicts()
         return campaign
@@ -304,6 +310,10 @@ def load_yaml(text: str, where: str) -> Any:
         line = f" (line {mark.line + 1})" if mark is not None else ""
         raise SpecError(f"{where}: not YAML or JSON{line}: "
                         f"{getattr(exc, 'problem', None) or exc}".splitlines()[0]) from exc
+    except (ValueError, RecursionError) as exc:  # a value YAML cannot build (an int past
+        # 4300 digits, a date out of range), nesting deeper than Python's recursion limit
+        raise SpecError(f"{where}: not YAML or JSON: {type(exc).__name__}: "
+                        f"{exc}".splitlines()[0]) from exc
 
 
 def _known(obj: Mapping, keys: tuple[str, ...], where: str) -> None:
@@ -335,12 +345,8 @@ def _spec(raw: Any, keys: tuple[str, ...], seed: int | None,
     if not isinstance(params, Mapping):
         raise SpecError(f"`params` must be a mapping, e.g. {{loss: 40}}, got {params!r}")
     resolve_params(get_kind(raw["kind"]), params)  # unknown kind, bad value
-    guests = raw.get("guests", raw.get("guest", ()))
-    if isinstance(guests, str):
-        guests = [g for g in guests.split(",") if g]
-    addr = raw.get("addr")
-    target = Target(guests=tuple(guests or ()), device=raw.get("device"),
-                    addr=tuple(addr) if isinstance(addr, (list, tuple)) else addr)
+    target = Target(guests=raw.get("guests", raw.get("guest")) or (),
+                    device=raw.get("device"), addr=raw.get("addr"))
     return FaultSpec(raw["kind"], target, params,
                      duration=raw.get("duration", 10) if duration is None else duration,
                      seed=seed)

@@ -74,7 +74,7 @@ class Param:
                 raise bad("expected an integer")
             try:
                 out = int(value, 0) if isinstance(value, str) else int(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
                 raise bad("expected an integer, e.g. 5 or 0x1000") from None
             if isinstance(value, float) and value != out:
                 raise bad("expected an integer")
@@ -202,7 +202,7 @@ def get_kind(name: str) -> Kind:
     _load_kinds()
     try:
         return KINDS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not a name (a list, a mapping)
         raise SpecError(f"unknown fault kind {name!r}; known kinds: "
                         f"{', '.join(sorted(KINDS))} (see `vmroc inject list`)",
                         kind=name) from None

@@ -31,7 +31,10 @@ def parse_duration(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise SpecError(f"bad duration {value!r}: use e.g. 10s, 500ms, 2m")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past a float's range
+            seconds = float("inf")
     else:
         m = _DURATION.match(str(value))
         if not m:
@@ -58,14 +61,18 @@ class Target:
         guests = self.guests
         if isinstance(guests, str):
             guests = tuple(g for g in guests.split(",") if g)
-        guests = tuple(guests)
-        if not all(isinstance(g, str) and g for g in guests):
+        if not isinstance(guests, (list, tuple)) or not all(isinstance(g, str) and g
+                                                             for g in guests):
             raise SpecError(f"bad target guests {self.guests!r}: expected guest names")
-        object.__setattr__(self, "guests", guests)
+        object.__setattr__(self, "guests", tuple(guests))
+        if self.device is not None and not isinstance(self.device, str):
+            raise SpecError(f"bad target device {self.device!r}: expected a name, e.g. vda")
         if self.addr is not None:
             try:
+                if not isinstance(self.addr, (list, tuple)):
+                    raise TypeError
                 start, length = (int(x) for x in self.addr)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise SpecError(f"bad target addr {self.addr!r}: expected [start, length]") \
                     from None
             if start < 0 or length <= 0:
@@ -82,6 +89,9 @@ class Target:
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any] | None) -> "Target":
+        if obj is not None and not isinstance(obj, Mapping):
+            raise SpecError(f"bad target {obj!r}: expected a mapping with guests, device, "
+                            "addr")
         obj = dict(obj or {})
         unknown = set(obj) - {"guests", "device", "addr"}
         if unknown:
@@ -90,7 +100,7 @@ class Target:
         if "guest" in obj:
             obj["guests"] = obj.pop("guest")
         return cls(guests=obj.get("guests") or (), device=obj.get("device"),
-                   addr=tuple(obj["addr"]) if obj.get("addr") is not None else None)
+                   addr=obj.get("addr"))
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class FaultSpec:
     def from_json(cls, text: str | bytes) -> "FaultSpec":
         try:
             obj = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # also ints past 4300 digits, deep nesting
             raise SpecError(f"fault spec is not JSON: {exc}") from exc
         return cls.from_dict(obj)
 
@@ -178,6 +188,6 @@ class FaultSpec:
         import yaml
         try:
             obj = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad dates, deep nesting
             raise SpecError(f"fault spec is not YAML: {exc}".splitlines()[0]) from exc
         return cls.from_dict(obj)

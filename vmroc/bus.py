@@ -355,9 +355,8 @@ class Consumer:
                     handled += 1
             if limit is not None and len(batch) > limit:
                 break       # a pack was cut: its offset stays uncommitted (redelivered)
-            if self.stats["received"] > received:
+            if self.stats["received"] > received:  # messages came, even if none decoded
                 self.commit()
-            if batch:
                 idle_since = time.monotonic()
             elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                 break
@@ -386,8 +385,8 @@ class Consumer:
         if rec.topic == DLQ:
             headers = {k: v.decode(errors="replace") for k, v in rec.headers or []}
             event = DeadLetter(topic=headers.get("vmroc.topic", "?"),
-                               partition=int(headers.get("vmroc.partition", -1)),
-                               offset=int(headers.get("vmroc.offset", -1)),
+                               partition=_int(headers.get("vmroc.partition")),
+                               offset=_int(headers.get("vmroc.offset")),
                                error=headers.get("vmroc.error", "?"), value=rec.value)
             return [Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)]
         try:
@@ -425,6 +424,14 @@ class Consumer:
         (self._consumer.seek_to_beginning if from_beginning else self._consumer.seek_to_end)()
         for tp in parts:  # resolve now: "from the end" means the end when this was made
             self._consumer.position(tp)
+
+
+def _int(text: str | None) -> int:
+    """A dead letter's partition or offset header; -1 if missing or not a number."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _connect(kind: str, servers: str, timeout: float = 10.0, **config: Any):

@@ -297,10 +297,20 @@ def _parse(topic_or_schema: str, data: bytes | bytearray | memoryview | None
     if data is None:
         raise SchemaError(f"{cls.schema}: empty message (null value)", cls.schema)
     try:
-        return cls, json.loads(bytes(data))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return cls, json.loads(bytes(data), parse_float=_finite, parse_constant=_finite)
+    except (ValueError, RecursionError) as exc:  # also ints past 4300 digits, deep nesting
         raise SchemaError(f"{cls.schema}: not JSON ({exc}): {bytes(data)[:40]!r}",
                           cls.schema) from exc
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; NaN, Infinity and numbers past a float's range (1e400)
+    are refused, also where a field takes any value: ``encode`` never writes them and
+    the compact form refuses them."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def _build(cls: type, obj: dict[str, Any]) -> _Event:

@@ -59,7 +59,7 @@ def _open_for_reading(path: str | Path):
     with open(path, "rb") as f:
         head = f.read(6)
     opener = next((o for magic, o in _MAGIC.items() if head.startswith(magic)), open)
-    return opener(path, "rt")
+    return opener(path, "rt", errors="replace")  # bytes not UTF-8 spoil one line only
 
 
 def read_recording(path: str | Path, stats: dict[str, int] | None = None, *,
@@ -75,12 +75,19 @@ def read_recording(path: str | Path, stats: dict[str, int] | None = None, *,
         raise RecordingError(f"cannot read recording {path}: {exc.strerror}") from exc
     try:
         header = json.loads(f.readline() or "{}")
-    except (ValueError, UnicodeDecodeError, *_CUT):
+    except (ValueError, RecursionError, *_CUT):
         header = {}
-    if header.get("vmroc_recording") != FORMAT:
+    if not isinstance(header, dict) or header.get("vmroc_recording") != FORMAT:
         f.close()
         raise RecordingError(f"{path} is not a vmroc recording (no header line); make one "
                              "with `vmroc record`")
+    depends = header.get("depends")
+    if depends is not None and not (isinstance(depends, dict) and all(
+            isinstance(s, list) and all(isinstance(x, str) for x in s)
+            for s in depends.values())):
+        f.close()
+        raise RecordingError(f"{path}: bad header: `depends` is not who calls whom "
+                             f"({{guest: [servers]}}): {depends!r:.60}")
 
     def events() -> Iterator[tuple[str, Any]]:
         number = 1
@@ -91,7 +98,8 @@ def read_recording(path: str | Path, stats: dict[str, int] | None = None, *,
                         row = _parse(line, tasks)
                         cls = TOPICS[row["topic"]]
                         yield row["topic"], from_dict(cls, row["event"])
-                    except (ValueError, KeyError, TypeError, SchemaError) as exc:
+                    except (ValueError, KeyError, TypeError, RecursionError,
+                            SchemaError) as exc:
                         stats["skipped"] += 1
                         log.warning("%s line %d skipped: %s", path, number, exc)
             except _CUT as exc:
