@@ -4,7 +4,11 @@
 before the fault advance again: after every teardown (``AppliedFault.stop``) and after
 a heal. ``heal_lease`` reverts the fault a lease records (its injector was killed),
 from the kind's undo state in the lease, and records the recovery in the ledger;
-``lease.heal`` runs it for every lease whose owner is gone.
+``lease.heal`` runs it for every lease whose owner is gone. A guest whose QEMU runs but
+no longer answers QMP (wedged: e.g. stopping the VM drains the disks, and a request that
+disk-hang holds never completes) cannot be reverted through QMP: heal kills and relaunches
+it, which drops whatever QEMU held for it, then runs the teardown again for what lives
+on the host.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from vmroc.deploy import Lab
+from vmroc.errors import VmrocError
 
 from .fault import Fault, SerialMark
 from .ledger import Ledger, event
@@ -72,6 +77,27 @@ def wait_recovered(lab: Lab, watch: dict[str, list[str]], marks: dict[str, Seria
             "guests": {k: round(v, 2) for k, v in done.items()}, "checked": watch}
 
 
+def restart_wedged(lab: Lab, names: list[str], say: Callable[[str], None],
+                   boot_timeout: float = 180.0) -> list[str]:
+    """Kill and relaunch every guest of ``names`` whose QEMU runs but answers no QMP;
+    returns their names (empty: none was wedged)."""
+    out = []
+    for name in names:
+        g = lab.guest(name)
+        if not g.alive() or g.state() != "unresponsive":
+            continue
+        say(f"{name}: QEMU (pid {g.pid}) runs but does not answer QMP (wedged); "
+            "killing and relaunching it, which removes the faults QEMU held for it")
+        g.kill()
+        deadline = time.monotonic() + 10
+        while g.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        g.launch()
+        g.wait_for_status(boot_timeout)
+        out.append(name)
+    return out
+
+
 def heal_lease(lease: Lease, ledger: Ledger | None = None,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the teardown recorded in ``lease``; record the recovery; drop the lease."""
@@ -90,7 +116,13 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
         if not lab.is_up:
             say(f"{lease.fault_id}: lab {lab.name} is gone; nothing left to revert")
         else:
-            kind.teardown(fx)
+            try:
+                kind.teardown(fx)
+            except VmrocError:  # the kinds wrap a QMP that does not answer (ApplyError)
+                out["restarted"] = restart_wedged(lab, spec.guests, say)
+                if not out["restarted"]:
+                    raise
+                kind.teardown(fx)  # idempotent: QEMU's part is gone, the host's is not
         out["healed"] = True
     except Exception as exc:  # noqa: BLE001 - one bad lease must not stop the others
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -100,6 +132,8 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
     ledger = ledger if ledger is not None else Ledger()
     evidence: dict[str, Any] = {"healed_by": "vmroc inject heal",
                                 "owner_pid": data.get("owner_pid"), "pid": os.getpid()}
+    if out.get("restarted"):
+        evidence["restarted"] = out["restarted"]
     if lab.is_up:
         marks = {g.name: SerialMark(g.serial_path) for g in lab.guests}
         watch = {k: v for k, v in (data.get("watch") or {}).items()}

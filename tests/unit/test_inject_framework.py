@@ -407,3 +407,40 @@ def test_a_line_in_flight_at_invoke_does_not_hide_a_stopped_guest(monkeypatch):
     assert c.silent_for(fx, "g3", 2.0) is None
     clock[0] = 104.0
     assert c.silent_for(fx, "g3", 2.0) is None          # 1 s since its last line
+
+
+def test_heal_restarts_a_wedged_guest_and_leaves_a_running_one_alone(tmp_path):
+    """A QEMU that runs but answers no QMP is killed and relaunched (its faults go with
+    it); a running guest is not touched."""
+    from vmroc.inject.recovery import restart_wedged
+
+    calls = []
+
+    class Wedged(FakeGuest):
+        pid = 4242
+        up = True
+
+        def alive(self):
+            return self.up
+
+        def state(self):
+            return "unresponsive" if not calls else "running"
+
+        def kill(self):
+            calls.append("kill")
+            self.up = False
+
+        def launch(self):
+            calls.append("launch")
+            self.up = True
+
+        def wait_for_status(self, timeout):
+            calls.append("status")
+
+    lab = FakeLab(tmp_path)
+    lab.guests = [Wedged("g1", tmp_path), FakeGuest("g2", tmp_path)]
+    said = []
+    assert restart_wedged(lab, ["g1", "g2"], said.append) == ["g1"]
+    assert calls == ["kill", "launch", "status"]
+    assert "g1: QEMU (pid 4242) runs but does not answer QMP (wedged)" in said[0]
+    assert restart_wedged(lab, ["g1", "g2"], said.append) == []   # running now: left alone
