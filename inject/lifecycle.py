@@ -35,7 +35,7 @@ from .failover import measure as measure_failover
 from .fault import Fault, SerialMark, rate
 from .lease import Lease
 from .ledger import Ledger, event
-from .recovery import wait_recovered
+from .recovery import restart_wedged, wait_recovered
 from .registry import Kind, get_kind, resolve_params
 from .signals import blocked_signals
 from .spec import FaultSpec
@@ -124,6 +124,7 @@ class AppliedFault:
         self._t0 = 0.0
         self._torn_down = False
         self._timeline: StatusTimeline | None = None
+        self.restarted: list[str] = []   # wedged guests relaunched to revert the fault
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -243,7 +244,7 @@ class AppliedFault:
             self.check()
         self.held_s = time.monotonic() - self._t0 if self.t_start else 0.0
         try:
-            self.kind.teardown(fx)
+            self._teardown()
         except BaseException as exc:
             self.runstate = "stopped"
             if self.lease is not None:
@@ -268,6 +269,8 @@ class AppliedFault:
             if self._timeline is not None:
                 found["failover"] = self._failover(t_revert)
             self.recovery = found
+            if self.restarted:
+                found["restarted"] = self.restarted
             self._record("recovered", {"teardown_s": round(t_down - self._t0 - self.held_s, 3),
                                        **found})
             self.say(f"{self.id}: " + (f"recovered in {self.time_to_recover:.1f}s"
@@ -279,6 +282,17 @@ class AppliedFault:
             self.lease.remove()
         self.runstate = "stopped"
         return self
+
+    def _teardown(self) -> None:
+        """The kind's teardown; if it fails on a target whose QEMU runs but answers no QMP
+        (wedged), that guest is killed and relaunched and the teardown runs again."""
+        try:
+            self.kind.teardown(self.fault)
+        except VmrocError:
+            self.restarted = restart_wedged(self.fault.lab, list(self.spec.guests), self.say)
+            if not self.restarted:
+                raise
+            self.kind.teardown(self.fault)  # idempotent: QEMU's part went with the process
 
     def _failover(self, t_revert: float) -> dict[str, Any] | None:
         """How the etcd cluster came through this fault: leaders, election and write

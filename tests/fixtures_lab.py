@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -16,6 +17,27 @@ def require(binary: str, package: str) -> None:
     if shutil.which(binary) is None:
         pytest.fail(f"{binary} not found: install {package} with `bash deploy/setup.sh` "
                     "(or run `make test`)", pytrace=False)
+
+
+@contextlib.contextmanager
+def session_lab_paused():
+    """The session's lab (if up) paused meanwhile (QMP stop/cont), so a test's own extra
+    guests do not share the two cores with it; QEMU's virtual clock stops with it, so its
+    guests see no jump."""
+    from vmroc.deploy import Lab
+
+    web = Lab(LAB_NAME)
+    paused = [g for g in web.guests if g.alive()] if web.is_up else []
+    for g in paused:
+        with g.qmp() as qmp:
+            qmp.cmd("stop")
+    try:
+        yield
+    finally:
+        for g in paused:
+            if g.alive():
+                with g.qmp() as qmp:
+                    qmp.cmd("cont")
 
 
 @pytest.fixture(scope="session")

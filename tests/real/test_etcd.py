@@ -3,8 +3,7 @@ up with one leader; suspending the leader elects a new one and writes resume dur
 fault; a partitioned follower leaves the majority writing; after each heal the members
 agree and every acknowledged write is read back through every member.
 
-The session's web lab (if up) is paused meanwhile, so six TCG guests do not share the
-two cores; QEMU's virtual clock stops with it, so its guests see no jump."""
+The session's web lab (if up) is paused meanwhile (``session_lab_paused``)."""
 
 from __future__ import annotations
 
@@ -14,36 +13,23 @@ from vmroc.deploy import Lab
 from vmroc.deploy.etcd import check_writes
 from vmroc.inject import FaultSpec, Ledger, run
 
-from ..fixtures_lab import LAB_NAME, require
+from ..fixtures_lab import LAB_NAME, require, session_lab_paused
 
 pytestmark = pytest.mark.real
 
 ETCD_LAB = f"{LAB_NAME}-etcd"
 
 
-def _pause(names: list[str], command: str) -> None:
-    web = Lab(LAB_NAME)
-    for g in web.guests if web.is_up else []:
-        if g.name in names and g.alive():
-            with g.qmp() as qmp:
-                qmp.cmd(command)
-
-
 @pytest.fixture(scope="module")
 def etcd_lab():
     require("qemu-system-x86_64", "qemu-system-x86")
-    web = Lab(LAB_NAME)
-    paused = [g.name for g in web.guests if g.alive()] if web.is_up else []
-    _pause(paused, "stop")
-    Lab(ETCD_LAB).down()
-    try:
+    with session_lab_paused():
+        Lab(ETCD_LAB).down()
         lab = Lab.up(3, name=ETCD_LAB, workload="etcd")  # waits for an agreed leader
         try:
             yield lab
         finally:
             lab.down()
-    finally:
-        _pause(paused, "cont")
 
 
 def _leader(lab: Lab) -> str:

@@ -24,6 +24,7 @@ from vmroc.inject import (
     get_kind,
     parse_duration,
 )
+from vmroc.inject.errors import ApplyError, TeardownError
 from vmroc.inject.fault import Fault
 from vmroc.inject.lease import Lease, heal, leases
 from vmroc.inject.ledger import event
@@ -222,7 +223,8 @@ APPLIED: dict[str, bool] = {}
 class FakeKind:
     name = "test-fake"
     level = "cpu"
-    params = (Param("fail", str, "none", "where to fail", choices=("none", "invoke", "verify")),)
+    params = (Param("fail", str, "none", "where to fail",
+                    choices=("none", "invoke", "verify", "teardown-once")),)
     effect = "the fake flag is set"
     mechanism = "a dict entry"
     window = 0.5
@@ -239,6 +241,9 @@ class FakeKind:
         return {"flag": fx.id} if APPLIED.get(fx.id) else None
 
     def teardown(fx):
+        if fx.params["fail"] == "teardown-once" and not fx.state.get("failed"):
+            fx.state["failed"] = True  # as a kind meets a QEMU that answers no QMP
+            raise ApplyError("test-fake on g1: guest g1: QMP socket does not answer")
         APPLIED.pop(fx.state.get("flag"), None)
 
 
@@ -444,3 +449,23 @@ def test_heal_restarts_a_wedged_guest_and_leaves_a_running_one_alone(tmp_path):
     assert calls == ["kill", "launch", "status"]
     assert "g1: QEMU (pid 4242) runs but does not answer QMP (wedged)" in said[0]
     assert restart_wedged(lab, ["g1", "g2"], said.append) == []   # running now: left alone
+
+
+def test_a_teardown_on_a_wedged_guest_restarts_it_and_reverts(tmp_path, monkeypatch):
+    """The fault's own teardown meets a QEMU that answers no QMP: the guest is relaunched,
+    the teardown runs again, the lease goes and the recovered entry says so."""
+    f = _fault(tmp_path, fail="teardown-once")
+    relaunched = []
+    monkeypatch.setattr("vmroc.inject.lifecycle.restart_wedged",
+                        lambda lab, names, say: relaunched.extend(names) or list(names))
+    with f:
+        f.hold()
+    assert relaunched == ["g1"] and f.id not in APPLIED and f.restarted == ["g1"]
+    assert [e.phase for e in f.entries][-1] == "recovered"
+    assert f.entries[-1].evidence["restarted"] == ["g1"]
+    assert list(tmp_path.glob("test-fake-*.json")) == []
+    g = _fault(tmp_path, fail="teardown-once")       # not wedged: the error stands
+    monkeypatch.setattr("vmroc.inject.lifecycle.restart_wedged", lambda lab, names, say: [])
+    with pytest.raises(TeardownError, match="vmroc inject heal"):
+        with g:
+            pass
