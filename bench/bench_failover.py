@@ -23,6 +23,7 @@ import os
 import sys
 
 from vmroc.deploy import Lab
+from vmroc.errors import VmrocError
 from vmroc.inject import FaultSpec, Ledger, run
 from vmroc.inject.failover import summarize
 
@@ -44,7 +45,8 @@ def one_try(lab: Lab, kind: str, target: str, duration: float, ledger: Ledger) -
     fo = recovered[-1].evidence.get("failover") if recovered else None
     writes = (fo or {}).get("writes") or {}
     return {"kind": kind, "target": guests, "effective": bool(fault.effective),
-            "failover": fo, "lost_writes": len(writes.get("lost", [])),
+            "recovered": bool(fault.recovered), "failover": fo,
+            "lost_writes": len(writes.get("lost", [])),
             "members_agree": writes.get("agree")}
 
 
@@ -87,7 +89,13 @@ def main() -> int:
     try:
         for kind in [k for k in args.kinds.split(",") if k]:
             for i in range(args.tries):
-                row = one_try(lab, kind, args.target, args.duration, ledger)
+                try:
+                    row = one_try(lab, kind, args.target, args.duration, ledger)
+                except VmrocError as exc:  # counted, and the next try waits for the cluster
+                    say(f"{kind} [{i + 1}/{args.tries}]: {exc}")
+                    rows.append({"kind": kind, "error": str(exc), "failover": None,
+                                 "lost_writes": 0})
+                    continue
                 fo = row["failover"] or {}
                 say(f"{kind} [{i + 1}/{args.tries}] on {','.join(row['target']) or 'lab'}: "
                     f"election {fo.get('election_s')} s, unavailable {fo.get('unavailable_s')}"
@@ -107,7 +115,9 @@ def main() -> int:
     print(table(summary))
     lost = sum(r["lost_writes"] for r in rows)
     print(f"acknowledged writes lost: {lost}; history violations: "
-          f"{sum(m['history_violations'] for m in summary.values())}")
+          f"{sum(m['history_violations'] for m in summary.values())}; tries that failed: "
+          f"{sum('error' in r for r in rows)}; not recovered: "
+          f"{sum(r.get('recovered') is False for r in rows)}")
     return 0
 
 

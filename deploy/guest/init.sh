@@ -86,31 +86,52 @@ json_str() { # KEY: the value of "KEY":"..." in the JSON on stdin
     sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"
 }
 
-etcd_start() { # start this guest's member; one that ran before and lost its RAM-held
-               # data (reboot, crash) is removed and added again by a live member first
-    initial=""; state=new
-    for m in $(echo "$CLUSTER" | tr , ' '); do initial="$initial,${m%%=*}=http://${m#*=}:2380"; done
+etcd_join() { # print the state this guest's member starts in: `new` if no peer answers
+               # (the cluster is being made), else `existing`, after replacing a member
+               # of this name that ran before and lost its data with the guest's RAM
     for m in $(echo "$CLUSTER" | tr , ' '); do
         [ "${m%%=*}" = "$NAME" ] && continue
         url="http://${m#*=}:2379"
         list=$(etcd_post "$url" /v3/cluster/member/list '{}') || continue
-        old=$(echo "$list" | grep -o "\"ID\":\"[0-9]*\",\"name\":\"$NAME\"" | json_str ID)
-        if [ -n "$old" ] &&
-           etcd_post "$url" /v3/cluster/member/remove "{\"ID\":\"$old\"}" > /dev/null &&
-           etcd_post "$url" /v3/cluster/member/add "{\"peerURLs\":[\"http://$IP:2380\"]}" > /dev/null; then
-            state=existing
-            echo "vmroc-guest: etcd member $NAME rejoins (was $old)" > /dev/kmsg
-        fi
-        break
+        tries=0
+        while [ $tries -lt 60 ]; do
+            tries=$((tries + 1))
+            old=$(echo "$list" | grep -o "\"ID\":\"[0-9]*\",\"name\":\"$NAME\"" | json_str ID)
+            if [ -n "$old" ]; then
+                etcd_post "$url" /v3/cluster/member/remove "{\"ID\":\"$old\"}" > /dev/null &&
+                    echo "vmroc-guest: etcd member $NAME ($old) lost its data; replacing it" >&2
+            elif echo "$list" | grep -q "\"peerURLs\":\[\"http://$IP:2380\"\]"; then
+                echo existing  # listed, not started: join it
+                return
+            else
+                etcd_post "$url" /v3/cluster/member/add "{\"peerURLs\":[\"http://$IP:2380\"]}" > /dev/null
+            fi
+            usleep 500000
+            list=$(etcd_post "$url" /v3/cluster/member/list '{}')
+        done
+        echo "vmroc-guest: etcd member $NAME could not rejoin through ${m%%=*}" >&2
+        echo existing
+        return
     done
-    mkdir -p /var/etcd
-    etcd --name "$NAME" --data-dir /var/etcd --initial-cluster "${initial#,}" \
-        --initial-cluster-state "$state" --initial-cluster-token vmroc \
-        --listen-peer-urls "http://$IP:2380" --initial-advertise-peer-urls "http://$IP:2380" \
-        --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
-        --advertise-client-urls "http://$IP:2379" \
-        --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
-        --logger zap --log-outputs stderr --log-level warn > /tmp/etcd.log 2>&1 &
+    echo new
+}
+
+etcd_member() { # run this guest's member, and run it again (rejoining) whenever it exits
+    initial=""
+    for m in $(echo "$CLUSTER" | tr , ' '); do initial="$initial,${m%%=*}=http://${m#*=}:2380"; done
+    while :; do
+        rm -rf /var/etcd; mkdir -p /var/etcd
+        state=$(etcd_join)
+        etcd --name "$NAME" --data-dir /var/etcd --initial-cluster "${initial#,}" \
+            --initial-cluster-state "$state" --initial-cluster-token vmroc \
+            --listen-peer-urls "http://$IP:2380" --initial-advertise-peer-urls "http://$IP:2380" \
+            --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
+            --advertise-client-urls "http://$IP:2379" \
+            --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
+            --logger zap --log-outputs stderr --log-level warn > /tmp/etcd.log 2>&1
+        echo "vmroc-guest: etcd member $NAME ($state) exited: $(tail -n 1 /tmp/etcd.log | cut -c1-200)"
+        sleep 3
+    done
 }
 
 etcd_client() { # write its own key, read it back (linearizable), ask the member who leads
@@ -156,7 +177,7 @@ etcd_client() { # write its own key, read it back (linearizable), ask the member
 }
 
 echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
-if [ "$WORKLOAD" = etcd ]; then etcd_start; etcd_client & fi
+if [ "$WORKLOAD" = etcd ]; then etcd_member & etcd_client & fi
 [ -n "$PEER" ] && http_client &
 [ -b /dev/vda ] && disk_worker &
 cpu_worker &
