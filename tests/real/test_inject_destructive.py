@@ -102,4 +102,7 @@ def test_a_stream_reads_a_rebooted_guest_again(tlab, tmp_path):
     recent = [s for s in got if s.ts > time.time() - 5]
     assert len(recent) > 30 and all(s.consistent for s in recent), \
         [s.flags for s in recent if not s.consistent][:3]
-    assert stats[0].reopened.get("g2") == 1 or stats[0].down.get("g2"), stats[0].to_json()
+    # reopened, and not over and over: a reopen tried while the new kernel still boots
+    # fails its walks and is followed by a second one (seen under load), so 1 or 2
+    reopened = stats[0].reopened.get("g2", 0)
+    assert 1 <= reopened <= 2 or stats[0].down.get("g2"), stats[0].to_json()
