@@ -142,18 +142,10 @@ def _etcd_files(say: Progress) -> dict[str, Path]:
     if not binary.exists():
         with tempfile.TemporaryDirectory(prefix="vmroc-etcd-") as tmp:
             say(f"downloading {ETCD_PACKAGE} (apt-get download)")
-            try:
-                run_tool(["apt-get", "download", ETCD_PACKAGE], f"apt-get download {ETCD_PACKAGE}",
-                         cwd=tmp)
-            except ImageError as exc:
-                raise ImageError(f"{exc}; run `apt-get update` and check that the Debian "
-                                 "mirror is reachable") from exc
-            debs = list(Path(tmp).glob("*.deb"))
-            if not debs:
-                raise ImageError(f"apt-get download {ETCD_PACKAGE} produced no .deb")
+            deb = _download_deb(ETCD_PACKAGE, Path(tmp))
             root = Path(tmp) / "x"
-            run_tool(["dpkg-deb", "-x", str(debs[0]), str(root)], "dpkg-deb -x")
-            (edir / "package").write_text(debs[0].name.removesuffix(".deb") + "\n")
+            run_tool(["dpkg-deb", "-x", str(deb), str(root)], "dpkg-deb -x")
+            (edir / "package").write_text(deb.name.removesuffix(".deb") + "\n")
             shutil.copy(root / "usr" / "bin" / "etcd", binary.with_suffix(".tmp"))
             binary.with_suffix(".tmp").rename(binary)
     files = {"bin/etcd": binary}
@@ -176,20 +168,26 @@ def _shared_libraries(binary: Path) -> list[Path]:
     return libs
 
 
+def _download_deb(package: str, into: Path) -> Path:
+    """``apt-get download`` of ``package`` into ``into`` (nothing is installed); its .deb."""
+    try:
+        run_tool(["apt-get", "download", package], f"apt-get download {package}", cwd=into)
+    except ImageError as exc:
+        raise ImageError(f"{exc}; run `apt-get update` (the package list may be stale) "
+                         "and check that the Debian mirror is reachable") from exc
+    debs = list(into.glob("*.deb"))
+    if not debs:
+        raise ImageError(f"apt-get download {package} produced no .deb")
+    return debs[0]
+
+
 def _fetch_kernel(package: str, release: str, kdir: Path, say: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="vmroc-kernel-") as tmp:
         say(f"[1/3] downloading {package} (apt-get download)")
-        try:
-            run_tool(["apt-get", "download", package], f"apt-get download {package}", cwd=tmp)
-        except ImageError as exc:
-            raise ImageError(f"{exc}; run `apt-get update` (the package list may be stale) "
-                             "and check that the Debian mirror is reachable") from exc
-        debs = list(Path(tmp).glob("*.deb"))
-        if not debs:
-            raise ImageError(f"apt-get download {package} produced no .deb")
-        say(f"[2/3] unpacking {debs[0].name}")
+        deb = _download_deb(package, Path(tmp))
+        say(f"[2/3] unpacking {deb.name}")
         root = Path(tmp) / "x"
-        run_tool(["dpkg-deb", "-x", str(debs[0]), str(root)], "dpkg-deb -x")
+        run_tool(["dpkg-deb", "-x", str(deb), str(root)], "dpkg-deb -x")
         say("[3/3] keeping kernel and guest modules")
         shutil.copy(root / "boot" / f"vmlinuz-{release}", kdir / "vmlinuz")
         shutil.copy(root / "boot" / f"config-{release}", kdir / "config")
@@ -199,7 +197,7 @@ def _fetch_kernel(package: str, release: str, kdir: Path, say: Progress) -> None
         (kdir / "modules").mkdir(exist_ok=True)
         for name in order:
             shutil.copy(found[name], kdir / "modules" / f"{name}.ko")
-        info = {"package": debs[0].name.removesuffix(".deb"), "release": release,
+        info = {"package": deb.name.removesuffix(".deb"), "release": release,
                 "modules": order, "load_order": order}
         tmp_manifest = kdir / "kernel.json.tmp"
         tmp_manifest.write_text(json.dumps(info, indent=1))
