@@ -47,13 +47,15 @@ def one_try(lab: Lab, kind: str, target: str, duration: float, ledger: Ledger) -
     return {"kind": kind, "target": guests, "effective": bool(fault.effective),
             "recovered": bool(fault.recovered), "failover": fo,
             "lost_writes": len(writes.get("lost", [])),
+            "stale_reads": len(writes.get("stale", [])),
             "members_agree": writes.get("agree")}
 
 
 def table(summary: dict) -> str:
     head = ("| kind | tries | elections | election median / max s | unavailable median / max s "
-            "| writes resumed median / max s | client errors | lost writes | violations |")
-    out = [head, "|" + " --- |" * 9]
+            "| writes resumed median / max s | client errors | lost writes | stale reads "
+            "| client history violations |")
+    out = [head, "|" + " --- |" * 10]
 
     def pair(m: dict, name: str) -> str:
         med, mx = m.get(f"{name}_median_s"), m.get(f"{name}_max_s")
@@ -62,7 +64,8 @@ def table(summary: dict) -> str:
     for kind, m in summary.items():
         out.append(f"| {kind} | {m['n']} | {m['elections']} | {pair(m, 'election')} | "
                    f"{pair(m, 'unavailable')} | {pair(m, 'writes_resumed')} | "
-                   f"{m['client_errors']} | {m['lost_writes']} | {m['history_violations']} |")
+                   f"{m['client_errors']} | {m['lost_writes']} | {m['stale_reads']} | "
+                   f"{m['history_violations']} |")
     return "\n".join(out)
 
 
@@ -94,12 +97,12 @@ def main() -> int:
                 except VmrocError as exc:  # counted, and the next try waits for the cluster
                     say(f"{kind} [{i + 1}/{args.tries}]: {exc}")
                     rows.append({"kind": kind, "error": str(exc), "failover": None,
-                                 "lost_writes": 0})
+                                 "lost_writes": 0, "stale_reads": 0})
                     continue
                 fo = row["failover"] or {}
                 say(f"{kind} [{i + 1}/{args.tries}] on {','.join(row['target']) or 'lab'}: "
                     f"election {fo.get('election_s')} s, unavailable {fo.get('unavailable_s')}"
-                    f" s, lost writes {row['lost_writes']}")
+                    f" s, lost writes {row['lost_writes']}, stale reads {row['stale_reads']}")
                 rows.append(row)
     finally:
         if not args.etcd_lab:
@@ -114,7 +117,8 @@ def main() -> int:
           f"{args.duration:g} s, TCG guests, host load average at start {load[0]:.2f}")
     print(table(summary))
     lost = sum(r["lost_writes"] for r in rows)
-    print(f"acknowledged writes lost: {lost}; history violations: "
+    print(f"acknowledged writes lost: {lost}; stale reads: "
+          f"{sum(r.get('stale_reads', 0) for r in rows)}; client history violations: "
           f"{sum(m['history_violations'] for m in summary.values())}; tries that failed: "
           f"{sum('error' in r for r in rows)}; not recovered: "
           f"{sum(r.get('recovered') is False for r in rows)}")

@@ -2,11 +2,13 @@
 acknowledged write there.
 
 Each guest's client writes its own key ``/vmroc/<guest>`` with a growing sequence number
-and prints the last one acknowledged (``etcd_acked``) on its status line. ``check_writes``
-reads every key through every member with a linearizable read and reports any member
-that returns less than what was acknowledged before the read: a lost write.
+and prints the last one acknowledged (``etcd_acked``) and the store revision that put
+returned (``etcd_arev``) on its status line. ``check_writes`` reads every key through
+every member with a linearizable read (a member returning less than was acknowledged
+served a stale read), and reads each key at its acknowledged revision from the history
+(a different value there is a lost write).
 
-    check = check_writes(lab)   # {"agree": True, "leaders": {...}, "lost": [], ...}
+    check = check_writes(lab)   # {"agree": True, "stale": [], "lost": [], ...}
 
 The host reaches the members through the lab's network namespace (``ip netns exec``
 running busybox ``wget`` against etcd's JSON gateway); a lab on QEMU's socket network
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,37 +78,90 @@ def _values(reply: dict | None) -> dict[str, int] | None:
             for kv in reply.get("kvs") or []}
 
 
+def _revision(reply: dict) -> int:
+    """The store revision a reply was served at (0 if it does not say)."""
+    return int((reply.get("header") or {}).get("revision") or 0)
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def check_writes(lab: "Lab") -> dict[str, Any] | None:
+def check_writes(lab: "Lab", settle_s: float = 15.0) -> dict[str, Any] | None:
     """Every guest's acknowledged writes, read back through every member.
 
-    Returns ``{"agree": bool, "leaders": {guest: leader}, "checked": n, "lost": [...],
-    "unreachable": [...]}``: ``lost`` lists (member, key, value read, acknowledged)
-    where a member returned less than acknowledged; ``agree`` is every member naming the
-    same leader. None if the lab has no network namespace to ask from."""
+    Two questions, kept apart:
+
+    - **stale reads**: a member whose linearizable read returned less than a client had
+      acknowledged before the read (``stale``: member, key, value read, acknowledged, the
+      store revision the member answered at and the acknowledged write's revision);
+    - **lost writes**: an acknowledged write missing from the history: the key read at the
+      revision its put returned (``etcd_arev``) does not hold the acknowledged value
+      (``lost``). A later write of the same key cannot hide a lost one this way.
+
+    Members that do not answer are asked again until ``settle_s`` has passed (a member
+    just resumed or out of a partition); those that never do are ``unreachable``.
+    Returns ``{"agree": bool, "leaders": {guest: leader}, "checked": n, "stale": [...],
+    "lost": [...], "unverified": [keys], "unreachable": [members]}``, ``agree`` being
+    every member naming the same leader; None if the lab has no network namespace to ask
+    from."""
     if not lab.netns_prefix():
         return None
-    acked = {}
+    acked: dict[str, tuple[int, int]] = {}  # key -> (acknowledged value, its revision)
     for g in lab.guests:
-        last = g.last_status()
-        acked[f"{KEY_PREFIX}{g.name}"] = int(last.get("etcd_acked", 0)) if last else 0
+        last = g.last_status() or {}
+        acked[f"{KEY_PREFIX}{g.name}"] = (int(last.get("etcd_acked", 0)),
+                                          int(last.get("etcd_arev", 0)))
     # every key under the prefix: range_end is the prefix with its last byte + 1
     query = {"key": _b64(KEY_PREFIX), "range_end": _b64(KEY_PREFIX[:-1] + "0")}
-    lost, unreachable, checked = [], [], 0
-    for member in lab.guests:
-        got = _values(member_call(lab, member.name, "/v3/kv/range", query))
-        if got is None:
-            unreachable.append(member.name)
-            continue
-        for key, want in acked.items():
-            checked += 1
-            if got.get(key, 0) < want:
-                lost.append({"member": member.name, "key": key, "value": got.get(key, 0),
-                             "acked": want})
+    deadline = time.monotonic() + settle_s
+    stale, checked = [], 0
+    waiting = [g.name for g in lab.guests]
+    while True:
+        for member in list(waiting):
+            reply = member_call(lab, member, "/v3/kv/range", query)
+            got = _values(reply)
+            if got is None:
+                continue
+            waiting.remove(member)
+            for key, (want, rev) in acked.items():
+                checked += 1
+                if got.get(key, 0) < want:
+                    stale.append({"member": member, "key": key, "value": got.get(key, 0),
+                                  "acked": want, "revision": _revision(reply),
+                                  "acked_revision": rev})
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    lost, unverified = _lost_writes(lab, acked, deadline)
     leads = leaders(lab)
     agree = len(set(leads.values())) == 1 and None not in leads.values()
-    return {"agree": agree, "leaders": leads, "checked": checked, "lost": lost,
-            "unreachable": unreachable}
+    return {"agree": agree, "leaders": leads, "checked": checked, "stale": stale,
+            "lost": lost, "unverified": unverified, "unreachable": waiting}
+
+
+def _lost_writes(lab: "Lab", acked: dict[str, tuple[int, int]],
+                 deadline: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Acknowledged writes whose value is not in the history at the revision the put
+    returned, asked of any member that answers until ``deadline``; and the keys no
+    member answered for (unverified, not counted as lost)."""
+    lost, unverified = [], []
+    for key, (want, rev) in acked.items():
+        if want <= 0 or rev <= 0:
+            continue  # nothing acknowledged yet (or a client from before revisions)
+        value = None
+        while value is None:
+            for member in lab.guests:
+                got = _values(member_call(lab, member.name, "/v3/kv/range",
+                                          {"key": _b64(key), "revision": str(rev)}))
+                if got is not None:
+                    value = got.get(key, 0)
+                    break
+            if value is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if value is None:
+            unverified.append(key)
+        elif value != want:
+            lost.append({"key": key, "acked": want, "acked_revision": rev, "value": value})
+    return lost, unverified

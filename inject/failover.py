@@ -78,7 +78,8 @@ def measure(timeline: Timeline, *, t_inject: float, t_revert: float, targets: li
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per fault kind, from ``{"kind": ..., "failover": measure(...)}`` rows: how many,
     elections (count, median and max over the faults that had one), unavailability and
-    time to resumed writes (median, max), client errors and history violations (total)."""
+    time to resumed writes (median, max), client errors, history violations, stale reads
+    and lost writes (totals; the last two from ``deploy.etcd.check_writes``)."""
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("failover"):
@@ -92,6 +93,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                      **_stats("writes_resumed", [m.get("writes_resumed_s") for m in ms]),
                      "client_errors": sum(m.get("client_errors", 0) for m in ms),
                      "history_violations": sum(m.get("history_violations", 0) for m in ms),
+                     "stale_reads": sum(len((m.get("writes") or {}).get("stale") or [])
+                                        for m in ms),
                      "lost_writes": sum(len((m.get("writes") or {}).get("lost") or [])
                                         for m in ms)}
     return out

@@ -308,9 +308,10 @@ class AppliedFault:
             out["writes"] = check_writes(self.fault.lab)
         except VmrocError as exc:
             out["writes"] = {"error": str(exc)}
-        if out["writes"] and out["writes"].get("lost"):
-            self.fault.log.warning("%s: acknowledged writes lost: %s", self.id,
-                                   out["writes"]["lost"])
+        for what, name in (("lost", "acknowledged writes lost"),
+                           ("stale", "stale reads (below an acknowledged write)")):
+            if out["writes"] and out["writes"].get(what):
+                self.fault.log.warning("%s: %s: %s", self.id, name, out["writes"][what])
         return out
 
     def _watch_keys(self) -> dict[str, list[str]]:

@@ -106,16 +106,17 @@ def _failover_table(per_kind: dict[str, dict[str, Any]] | None) -> list[str]:
         return []
     lines = ["", "failover per kind (etcd; s = seconds from injection, el = to a new "
                  "leader, unav = longest stretch without a write, cerr = client errors, "
-                 "hviol = history violations, lost = acknowledged writes a member lacked "
-                 "after recovery):",
+                 "hviol = client reads below what it had acknowledged or read, stale = "
+                 "member reads below an acknowledged write after recovery, lost = "
+                 "acknowledged writes missing from the history):",
              f"{'kind':<16} {'n':>4} {'elect':>5} {'el50':>6} {'elmax':>6} {'unav50':>6} "
-             f"{'unavmax':>7} {'cerr':>6} {'hviol':>5} {'lost':>4}"]
+             f"{'unavmax':>7} {'cerr':>6} {'hviol':>5} {'stale':>5} {'lost':>4}"]
     for kind, m in per_kind.items():
         lines.append(f"{kind[:16]:<16} {m['n']:>4} {m['elections']:>5} "
                      f"{_f(m['election_median_s']):>6} {_f(m['election_max_s']):>6} "
                      f"{_f(m['unavailable_median_s']):>6} {_f(m['unavailable_max_s']):>7} "
                      f"{m['client_errors']:>6} {m['history_violations']:>5} "
-                     f"{m.get('lost_writes', 0):>4}")
+                     f"{m.get('stale_reads', 0):>5} {m.get('lost_writes', 0):>4}")
     return lines
 
 

@@ -116,6 +116,18 @@ etcd_join() { # print the state this guest's member starts in: `new` if no peer 
     echo new
 }
 
+etcd_log() { # keep the member's log in /tmp/etcd.log; copy what bears on reads, leaders
+              # and failures into the kernel log (so onto the console and into samples)
+    while read -r l; do
+        echo "$l" >> /tmp/etcd.log
+        case "$l" in
+            *ReadIndex*|*"read index"*|*"leader changed"*|*'"level":"error"'*|*'"level":"panic"'*|*'"level":"fatal"'*)
+                m=$(echo "$l" | json_str msg)
+                echo "vmroc-guest: etcd $NAME: ${m:-$(echo "$l" | cut -c1-160)}" > /dev/kmsg;;
+        esac
+    done
+}
+
 etcd_member() { # run this guest's member, and run it again (rejoining) whenever it exits
     initial=""
     for m in $(echo "$CLUSTER" | tr , ' '); do initial="$initial,${m%%=*}=http://${m#*=}:2380"; done
@@ -128,7 +140,7 @@ etcd_member() { # run this guest's member, and run it again (rejoining) whenever
             --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
             --advertise-client-urls "http://$IP:2379" \
             --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
-            --logger zap --log-outputs stderr --log-level warn > /tmp/etcd.log 2>&1
+            --logger zap --log-outputs stderr --log-level warn 2>&1 | etcd_log
         echo "vmroc-guest: etcd member $NAME ($state) exited: $(tail -n 1 /tmp/etcd.log | cut -c1-200)"
         sleep 3
     done
@@ -136,7 +148,7 @@ etcd_member() { # run this guest's member, and run it again (rejoining) whenever
 
 etcd_client() { # write its own key, read it back (linearizable), ask the member who leads
     url=http://127.0.0.1:2379; key=$(printf /vmroc/%s "$NAME" | base64)
-    wok=0; werr=0; rok=0; rerr=0; back=0; wlast=0; acked=0; seen=0; eup=0; lead=0; term=0
+    wok=0; werr=0; rok=0; rerr=0; back=0; wlast=0; acked=0; arev=0; seen=0; eup=0; lead=0; term=0
     leader=""; ids=""
     # continue the key's sequence after a reboot, so its values only ever grow
     tries=0
@@ -146,8 +158,10 @@ etcd_client() { # write its own key, read it back (linearizable), ask the member
     seq=$(echo "$out" | json_str value | base64 -d); seq=${seq:-0}
     while :; do
         seq=$((seq + 1))
-        if etcd_post $url /v3/kv/put "{\"key\":\"$key\",\"value\":\"$(printf %s $seq | base64)\"}" > /dev/null; then
-            wok=$((wok + 1)); acked=$seq; read -r wlast _ < /proc/uptime
+        if out=$(etcd_post $url /v3/kv/put "{\"key\":\"$key\",\"value\":\"$(printf %s $seq | base64)\"}"); then
+            # the store revision this write made: the host finds it again in the history
+            wok=$((wok + 1)); acked=$seq; arev=$(echo "$out" | json_str revision)
+            read -r wlast _ < /proc/uptime
         else
             werr=$((werr + 1))
         fi
@@ -171,19 +185,19 @@ etcd_client() { # write its own key, read it back (linearizable), ask the member
         else
             eup=0; lead=0; leader=""
         fi
-        echo "$eup $lead ${term:-0} $wok $werr $wlast $acked $rok $rerr $back" > /tmp/etcd
+        echo "$eup $lead ${term:-0} $wok $werr $wlast $acked $rok $rerr $back ${arev:-0}" > /tmp/etcd
         usleep 200000
     done
 }
 
-echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
+echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
 if [ "$WORKLOAD" = etcd ]; then etcd_member & etcd_client & fi
 [ -n "$PEER" ] && http_client &
 [ -b /dev/vda ] && disk_worker &
 cpu_worker &
 
 # the status loop runs as PID 1 and never exits
-http="0 0 0"; disk="0 0"; cpu=0; etcd="0 0 0 0 0 0 0 0 0 0"; beat=0
+http="0 0 0"; disk="0 0"; cpu=0; etcd="0 0 0 0 0 0 0 0 0 0 0"; beat=0
 while :; do
     beat=$((beat + 1))
     # a kernel log line written from inside, for checks of the log read from RAM
@@ -212,7 +226,7 @@ while :; do
         read -r v < /tmp/etcd 2>/dev/null && [ -n "$v" ] && etcd=$v
         set -- $etcd
         line="$line etcd_up=$1 etcd_lead=$2 etcd_term=$3 etcd_wok=$4 etcd_werr=$5 etcd_wlast=$6"
-        line="$line etcd_acked=$7 etcd_rok=$8 etcd_rerr=$9 etcd_back=${10}"
+        line="$line etcd_acked=$7 etcd_rok=$8 etcd_rerr=$9 etcd_back=${10} etcd_arev=${11}"
     fi
     set -- $http; line="$line http_ok=$1 http_err=$2 http_ms=$3"
     set -- $disk; line="$line disk_ok=$1 disk_err=$2 cpu_ops=$cpu"

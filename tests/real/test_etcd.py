@@ -41,7 +41,8 @@ def _assert_whole(lab: Lab) -> dict:
     assert check is not None, "the etcd lab has no network namespace to read from"
     assert check["unreachable"] == [], check
     assert check["agree"], f"members disagree on the leader: {check['leaders']}"
-    assert check["checked"] == 9 and check["lost"] == [], check
+    assert check["checked"] == 9 and check["stale"] == [], check
+    assert check["lost"] == [] and check["unverified"] == [], check
     return check
 
 
@@ -52,6 +53,7 @@ def test_cluster_comes_up_with_one_leader_and_keeps_every_write(etcd_lab):
     for g in etcd_lab.guests:
         line = g.last_status()
         assert line["etcd_wok"] > 0 and line["etcd_rok"] > 0 and line["etcd_back"] == 0
+        assert line["etcd_arev"] > 0  # the revision of its last acknowledged write
 
 
 def test_suspended_leader_is_replaced_and_writes_resume(etcd_lab, tmp_path):
@@ -67,11 +69,14 @@ def test_suspended_leader_is_replaced_and_writes_resume(etcd_lab, tmp_path):
     assert fo["election_s"] is not None and 0 < fo["election_s"] < duration, fo
     # the majority wrote again while the old leader was still suspended
     assert fo["writes_resumed_s"] < duration, fo
-    # Once the resumed member has caught up (every guest names the new leader), every
-    # acknowledged write is there through every member. Right after the resume, 1 run in
-    # 3 here saw a client read below what it had acknowledged: that moment is measured,
-    # not asserted (history violations and reads below an acknowledged write are printed
-    # by bench/bench_failover.py and discussed in docs/etcd.md).
+    # 3 s after the resume, every acknowledged write is in the history (read at the
+    # revision its put returned). Reads right then may still be stale (etcd 3.4.23 after
+    # a paused process: etcd-io/etcd#20418): 1 run in 3 here saw a client read below what
+    # it had acknowledged. Stale reads are measured by bench/bench_failover.py and
+    # discussed in docs/etcd.md, not asserted here.
+    assert fo["writes"]["lost"] == [] and fo["writes"]["unverified"] == [], fo
+    # once the resumed member has caught up (every guest names the new leader), every
+    # acknowledged write reads back through every member
     new = _leader(etcd_lab)
     assert new != old
     _assert_whole(etcd_lab)
@@ -93,5 +98,6 @@ def test_partitioned_follower_leaves_the_majority_writing(etcd_lab, tmp_path):
         assert g.last_status()["etcd_wok"] - before[g.name]["etcd_wok"] >= 5
     assert fo["client_errors"] > 0, f"the cut-off member's client saw no error: {fo}"
     assert fo["history_violations"] == 0 and fo["writes"]["lost"] == [], fo
+    assert fo["writes"]["stale"] == [], fo
     assert _leader(etcd_lab) == leader
     _assert_whole(etcd_lab)

@@ -132,3 +132,71 @@ def test_a_cluster_that_never_becomes_healthy_takes_the_lab_down(tmp_path, monke
     with pytest.raises(LabError, match="g2 sees leader none"):
         lab_mod.Lab.up(3, name="x", workload="etcd")
     assert calls[-1] == "down" and calls[:3] == ["g1", "g2", "g3"]
+
+
+class _FakeCluster:
+    """Members answering etcd's range calls from a history of (revision, key, value):
+    each member serves the store as of its own revision; None = not answering."""
+
+    def __init__(self, history, at):
+        self.history, self.at, self.calls = history, at, []
+
+    def __call__(self, lab, member, path, body, timeout=5.0):
+        import base64
+        self.calls.append((member, body.get("revision")))
+        if path == "/v3/maintenance/status":
+            return {"leader": "1"}
+        if path == "/v3/cluster/member/list":
+            return {"members": [{"ID": "1", "name": "g1"}]}
+        at = self.at[member].pop(0) if isinstance(self.at[member], list) else self.at[member]
+        if at is None:
+            return None
+        rev = int(body.get("revision") or at)
+        store = {}
+        for r, key, value in self.history:
+            if r <= rev:
+                store[key] = value
+        b64 = lambda t: base64.b64encode(str(t).encode()).decode()  # noqa: E731
+        return {"header": {"revision": str(rev)},
+                "kvs": [{"key": b64(k), "value": b64(v)} for k, v in sorted(store.items())]}
+
+
+def test_writes_check_tells_a_stale_read_from_a_lost_write(tmp_path, monkeypatch):
+    from vmroc.deploy import etcd
+
+    lab = _fake_lab(tmp_path, monkeypatch)
+    lab.state["net"] = "tap"
+    lab.run_dir.mkdir(parents=True, exist_ok=True)
+    for g, acked, rev in (("g1", 481, 30), ("g2", 7, 31), ("g3", 0, 0)):
+        (lab.run_dir / f"{g}.serial.log").write_text(
+            _line(g, 5, etcd_acked=acked, etcd_arev=rev))
+    history = [(10, "/vmroc/g1", 477), (20, "/vmroc/g2", 5), (30, "/vmroc/g1", 481),
+               (31, "/vmroc/g2", 7), (32, "/vmroc/g1", 482)]
+    # g2 answers from before the acknowledged writes (a stale read); g3 answers on its
+    # third call (just resumed); g1 is current
+    fake = _FakeCluster(history, {"g1": 32, "g2": 25, "g3": [None, None, 32]})
+    monkeypatch.setattr(etcd, "member_call", fake)
+    check = etcd.check_writes(lab, settle_s=5)
+    assert check["lost"] == [] and check["unreachable"] == [] and check["unverified"] == []
+    assert check["stale"] == [
+        {"member": "g2", "key": "/vmroc/g1", "value": 477, "acked": 481, "revision": 25,
+         "acked_revision": 30},
+        {"member": "g2", "key": "/vmroc/g2", "value": 5, "acked": 7, "revision": 25,
+         "acked_revision": 31}]
+    assert check["checked"] == 9 and check["agree"] is True
+    assert ("g1", "30") in fake.calls and ("g1", "31") in fake.calls  # read at the history
+    # a write whose revision holds another value was lost, even though a later write of
+    # the same key (482) would make the current value look fine
+    history[2] = (30, "/vmroc/g3", 1)
+    fake = _FakeCluster(history, {"g1": 32, "g2": 32, "g3": None})
+    monkeypatch.setattr(etcd, "member_call", fake)
+    check = etcd.check_writes(lab, settle_s=1)
+    assert check["stale"] == [] and check["unreachable"] == ["g3"]
+    assert check["lost"] == [{"key": "/vmroc/g1", "acked": 481, "acked_revision": 30,
+                              "value": 477}]
+    # when no member answers, a write is unverified, not lost
+    monkeypatch.setattr(etcd, "member_call", _FakeCluster(history, dict.fromkeys(
+        ("g1", "g2", "g3"))))
+    check = etcd.check_writes(lab, settle_s=0.6)
+    assert check["lost"] == [] and check["unverified"] == ["/vmroc/g1", "/vmroc/g2"]
+    assert check["unreachable"] == ["g1", "g2", "g3"]

@@ -197,8 +197,10 @@ def test_summarize_per_kind():
     rows = [{"kind": "guest-suspend", "failover": fo(2.0, 3.0, 3.5, 10)},
             {"kind": "guest-suspend", "failover": fo(4.0, 5.0, 5.5, 20, 1)},
             {"kind": "guest-suspend", "failover": {
-                **fo(None, 1.0, 0.0, 3), "writes": {"lost": [{"member": "g2", "key": "/vmroc/g1",
-                                                             "value": 4, "acked": 5}]}}},
+                **fo(None, 1.0, 0.0, 3), "writes": {
+                    "lost": [{"key": "/vmroc/g1", "value": 4, "acked": 5}],
+                    "stale": [{"member": "g2", "key": "/vmroc/g1", "value": 4, "acked": 5},
+                              {"member": "g3", "key": "/vmroc/g1", "value": 4, "acked": 5}]}}},
             {"kind": "net-partition", "failover": fo(None, 0.5, 0.0, 7)},
             {"kind": "disk-eio", "failover": None}, {"kind": "disk-eio", "failover": {}}]
     out = summarize(rows)
@@ -209,8 +211,9 @@ def test_summarize_per_kind():
     assert (s["unavailable_median_s"], s["unavailable_max_s"]) == (3.0, 5.0)
     assert (s["writes_resumed_median_s"], s["writes_resumed_max_s"]) == (3.5, 5.5)
     assert (s["client_errors"], s["history_violations"], s["lost_writes"]) == (33, 1, 1)
+    assert s["stale_reads"] == 2
     p = out["net-partition"]
-    assert p["lost_writes"] == 0
+    assert p["lost_writes"] == 0 and p["stale_reads"] == 0
     assert (p["n"], p["elections"], p["election_median_s"], p["election_max_s"]) == (
         1, 0, None, None)
     assert summarize([]) == {}
@@ -246,9 +249,9 @@ def test_eval_reports_failover_per_kind_from_the_recovered_events(tmp_path, caps
     at = next(i for i, line in enumerate(text) if line.startswith("failover per kind"))
     assert text[at + 1].split()[:3] == ["kind", "n", "elect"]
     assert text[at + 2].split() == ["guest-suspend", "1", "1", "2.00", "2.00", "3.00",
-                                    "3.00", "10", "1", "0"]
+                                    "3.00", "10", "1", "0", "0"]
     assert text[at + 3].split() == ["net-partition", "1", "0", "-", "-", "0.50", "0.50",
-                                    "7", "0", "0"]
+                                    "7", "0", "0", "0"]
     # no failover evidence (a web lab): no key, no table
     del report["failover"]
     assert "failover per kind" not in format_scorecard(report)
