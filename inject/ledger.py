@@ -7,8 +7,13 @@ sent by the next ``flush()`` (of this or any later ledger on the same file)::
 
     ledger = Ledger()                         # $VMROC_HOME/inject/ledger.jsonl, Kafka auto
     ledger.record(event)                      # local append (fsync) + send attempt
-    ledger.flush()                            # send whatever is still unsent
+    ledger.flush()                            # send whatever is still unsent, now
     ledger.pending()                          # events not yet acknowledged
+
+With the broker down, ``record()`` waits at most ``RECORD_WAIT`` s for it, then only
+appends locally for ``RETRY_AFTER`` s. Events the producer still holds (it retries them
+until the broker is back or its delivery timeout) are not handed to it again, so an
+outage neither loses nor duplicates them; they are sent again only once it gave up.
 
 ``kafka=None`` (default) sends when a broker is configured (``VMROC_KAFKA``) or the
 embedded one is running, and never starts one; ``kafka=False`` keeps it local.
@@ -16,6 +21,7 @@ embedded one is running, and never starts one; ``kafka=False`` keeps it local.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -34,7 +40,8 @@ from .registry import get_kind
 __all__ = ["Ledger", "default_path"]
 
 log = logging.getLogger(__name__)
-RETRY_AFTER = 30.0  # seconds before trying an unreachable broker again
+RETRY_AFTER = 30.0  # seconds record() leaves an unreachable broker alone
+RECORD_WAIT = 5.0   # seconds record() waits for the broker's acknowledgement
 
 
 def default_path() -> Path:
@@ -56,6 +63,9 @@ class Ledger:
         self._producer = producer
         self._down_until = 0.0
         self._producer_lock = threading.Lock()
+        # sent, not yet acknowledged, oldest first: (file offset after the line, the
+        # producer's future; None for a line that needs none)
+        self._unacked: list[tuple[int, Any]] = []
         self.last_error: str | None = None
         self.skipped = 0  # bad (torn) lines passed over when sending
 
@@ -80,8 +90,8 @@ class Ledger:
         except OSError as exc:
             raise LedgerError(f"cannot write the fault ledger {self.path}: {exc}") from exc
         log.info("ledger %s %s %s", event.fault_id, event.kind, event.phase)
-        if send:
-            self.flush()
+        if send and time.monotonic() >= self._down_until:
+            self.flush(RECORD_WAIT)
         return event
 
     def events(self, fault_id: str | None = None) -> list[FaultEvent]:
@@ -124,7 +134,7 @@ class Ledger:
     def _connect(self):
         if self._producer is not None:
             return self._producer
-        if self.kafka is False or time.monotonic() < self._down_until:
+        if self.kafka is False:
             return None
         from vmroc.bus import BusError, Producer, bootstrap
         try:
@@ -139,47 +149,81 @@ class Ledger:
         return self._producer
 
     def flush(self, timeout: float = 15.0) -> int:
-        """Send every unsent event; returns how many were acknowledged now."""
+        """Send every unsent event now and wait up to ``timeout`` s for the broker;
+        returns how many were acknowledged during this call. Events the producer still
+        tries to deliver are waited for, not sent again."""
         producer = self._get_producer()
         if producer is None:
             return 0
+        deadline = time.monotonic() + timeout
+        with self._file_lock():
+            acked = self._settle(deadline)
+            if self._unacked:  # the producer still retries some: lines sent now would go
+                return acked   # behind them, and twice if those failed and went again
+            try:
+                for end, ev in self._unsent_lines(self._sent_offset()):
+                    self._unacked.append((end, None if ev is None else producer.send(ev)))
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # the lines not handed over yet go next time
+                self._not_acknowledged(exc)
+            return acked + self._settle(deadline)
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        """Held while sending: one sender per ledger file (threads and processes)."""
         self.lock_path.touch(exist_ok=True)
         with open(self.lock_path, "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            offset = self._sent_offset()
-            try:
-                with open(self.path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-            except FileNotFoundError:
-                return 0
-            end = data.rfind(b"\n") + 1      # only whole lines
-            events = []
-            for raw in data[:end].splitlines():
-                if not raw.strip():
-                    continue
+            yield
+
+    def _unsent_lines(self, offset: int) -> list[tuple[int, FaultEvent | None]]:
+        """(offset after the line, its event; None for a blank or bad one) for each
+        whole line from ``offset``."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+        lines = []
+        for raw in data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+            offset += len(raw) + 1
+            ev = None
+            if raw.strip():
                 try:
-                    events.append(decode("fault", raw))
+                    ev = decode("fault", raw)
                 except SchemaError:  # a torn line (see record): counted, never blocks
                     self.skipped += 1
                     log.warning("fault ledger %s: skipping a bad line (not sent): %.60r",
                                 self.path, raw)
-            if not events:
-                if end:
-                    self._mark_sent(offset + end)  # only bad lines: past them
-                return 0
-            try:
-                futures = [producer.send(ev) for ev in events]
-                for fut in futures:
-                    fut.get(timeout=timeout)
-            except Exception as exc:  # kafka-python raises many types; keep them local
-                self.last_error = str(exc)
-                self._down_until = time.monotonic() + RETRY_AFTER
-                log.warning("fault ledger: %d event(s) not sent yet (%s); kept in %s",
-                            len(events), exc, self.path)
-                return 0
-            self._mark_sent(offset + end)
-            return len(events)
+            lines.append((offset, ev))
+        return lines
+
+    def _settle(self, deadline: float) -> int:
+        """Wait until ``deadline`` for the sent events, oldest first; mark those
+        acknowledged as sent and return how many. An event the producer gave up on is
+        forgotten with every later one, so the next flush sends them again."""
+        acked, acked_to = 0, None
+        while self._unacked:
+            end, future = self._unacked[0]
+            if future is not None:
+                try:
+                    future.get(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception as exc:  # kafka-python raises many types; keep them local
+                    self._not_acknowledged(exc)
+                    if getattr(future, "is_done", True):  # not still retried by the producer
+                        self._unacked.clear()
+                    break
+                acked += 1
+            acked_to = end
+            self._unacked.pop(0)
+        if acked_to is not None:
+            self._mark_sent(max(acked_to, self._sent_offset()))
+        return acked
+
+    def _not_acknowledged(self, exc: Exception) -> None:
+        self.last_error = str(exc)
+        self._down_until = time.monotonic() + RETRY_AFTER
+        log.warning("fault ledger: %d event(s) not acknowledged yet (%s); kept in %s",
+                    self.pending(), str(exc) or type(exc).__name__, self.path)
 
     def _mark_sent(self, offset: int) -> None:
         tmp = self.sent_path.with_suffix(".tmp")
@@ -187,8 +231,11 @@ class Ledger:
         os.replace(tmp, self.sent_path)
 
     def close(self) -> None:
+        """Send what is unsent (unless Kafka failed less than ``RETRY_AFTER`` s ago) and
+        close the producer."""
         try:
-            self.flush()
+            if time.monotonic() >= self._down_until:
+                self.flush()
         finally:
             if self._producer is not None and hasattr(self._producer, "close"):
                 try:
@@ -196,6 +243,8 @@ class Ledger:
                 except Exception as exc:  # pragma: no cover - best effort on shutdown
                     log.warning("closing the ledger producer: %s", exc)
                 self._producer = None
+                with self._file_lock():
+                    self._settle(time.monotonic())  # what closing delivered is sent
 
     def __enter__(self) -> "Ledger":
         return self
