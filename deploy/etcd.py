@@ -96,8 +96,11 @@ def check_writes(lab: "Lab", settle_s: float = 15.0) -> dict[str, Any] | None:
       acknowledged before the read (``stale``: member, key, value read, acknowledged, the
       store revision the member answered at and the acknowledged write's revision);
     - **lost writes**: an acknowledged write missing from the history: the key read at the
-      revision its put returned (``etcd_arev``) does not hold the acknowledged value
-      (``lost``). A later write of the same key cannot hide a lost one this way.
+      revision its put returned (``etcd_arev``) holds another value, or the history no
+      longer reaches that revision (``lost``). A later write of the same key cannot hide a
+      lost one this way. The highest write acknowledged per key is remembered across
+      checks (``etcd-acked.json`` in the lab's run directory), so a cluster that lost its
+      whole history (every member's RAM gone at once) and started again is reported, once.
 
     Members that do not answer are asked again until ``settle_s`` has passed (a member
     just resumed or out of a partition); those that never do are ``unreachable``.
@@ -142,26 +145,56 @@ def check_writes(lab: "Lab", settle_s: float = 15.0) -> dict[str, Any] | None:
 
 def _lost_writes(lab: "Lab", acked: dict[str, tuple[int, int]],
                  deadline: float) -> tuple[list[dict[str, Any]], list[str]]:
-    """Acknowledged writes whose value is not in the history at the revision the put
-    returned, asked of any member that answers until ``deadline``; and the keys no
-    member answered for (unverified, not counted as lost)."""
-    lost, unverified = [], []
-    for key, (want, rev) in acked.items():
-        if want <= 0 or rev <= 0:
-            continue  # nothing acknowledged yet (or a client from before revisions)
-        value = None
-        while value is None:
-            for member in lab.guests:
-                got = _values(member_call(lab, member.name, "/v3/kv/range",
-                                          {"key": _b64(key), "revision": str(rev)}))
-                if got is not None:
-                    value = got.get(key, 0)
-                    break
-            if value is not None or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-        if value is None:
-            unverified.append(key)
-        elif value != want:
-            lost.append({"key": key, "acked": want, "acked_revision": rev, "value": value})
+    """Acknowledged writes not in the history at the revision their put returned, asked
+    of any member that answers until ``deadline``; and the keys no member answered for
+    (unverified, not counted as lost). Besides each client's last acknowledged write,
+    the highest one an earlier check saw is asked when the client's sequence fell below
+    it; the remembered writes are then updated (a write reported lost is forgotten)."""
+    path = lab.run_dir / "etcd-acked.json"
+    try:
+        known = {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError):
+        known = {}
+    lost, unverified, remember = [], [], dict(known)
+    for key, now in acked.items():
+        fell_back = key in known and known[key][0] > now[0]  # the client's sequence
+        writes = ([known[key]] if fell_back else []) + [now]
+        key_lost = False
+        for want, rev in writes:
+            if want <= 0 or rev <= 0:
+                continue  # nothing acknowledged yet (or a client from before revisions)
+            found = _at_revision(lab, key, rev, deadline)
+            if found is None:
+                unverified.append(key)
+            elif found != want:
+                key_lost = True
+                lost.append({"key": key, "acked": want, "acked_revision": rev,
+                             "value": None if found is _GONE else found})
+        if now[0] > 0 and now[1] > 0 and (key_lost or not fell_back):
+            remember[key] = now  # else the earlier, higher write stays the one to ask
+    try:
+        path.write_text(json.dumps(remember))
+    except OSError:
+        pass  # the lab's directory is gone: nothing left to compare with later
     return lost, unverified
+
+
+_GONE = object()  # the history no longer reaches the revision
+
+
+def _at_revision(lab: "Lab", key: str, rev: int, deadline: float) -> Any:
+    """The value ``key`` held at store revision ``rev`` (0: no such key then), ``_GONE``
+    if a member's history ends before ``rev``, None if no member answered."""
+    while True:
+        for member in lab.guests:
+            got = _values(member_call(lab, member.name, "/v3/kv/range",
+                                      {"key": _b64(key), "revision": str(rev)}))
+            if got is not None:
+                return got.get(key, 0)
+            # a revision beyond the member's history is refused: ask where it ends
+            now = member_call(lab, member.name, "/v3/kv/range", {"key": _b64(key)})
+            if now is not None and 0 < _revision(now) < rev:
+                return _GONE
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)

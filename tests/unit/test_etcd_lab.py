@@ -152,6 +152,8 @@ class _FakeCluster:
         if at is None:
             return None
         rev = int(body.get("revision") or at)
+        if rev > at:
+            return None  # etcd refuses a revision beyond its history
         store = {}
         for r, key, value in self.history:
             if r <= rev:
@@ -200,3 +202,37 @@ def test_writes_check_tells_a_stale_read_from_a_lost_write(tmp_path, monkeypatch
     check = etcd.check_writes(lab, settle_s=0.6)
     assert check["lost"] == [] and check["unverified"] == ["/vmroc/g1", "/vmroc/g2"]
     assert check["unreachable"] == ["g1", "g2", "g3"]
+
+
+def test_writes_check_reports_a_cluster_that_lost_its_history_once(tmp_path, monkeypatch):
+    from vmroc.deploy import etcd
+
+    lab = _fake_lab(tmp_path, monkeypatch)
+    lab.state["net"] = "tap"
+    lab.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def status(acked, rev):
+        for g in ("g1", "g2", "g3"):
+            (lab.run_dir / f"{g}.serial.log").write_text(
+                _line(g, 5, etcd_acked=acked if g == "g1" else 0, etcd_arev=rev))
+
+    status(481, 30)
+    monkeypatch.setattr(etcd, "member_call", _FakeCluster(
+        [(30, "/vmroc/g1", 481)], {"g1": 32, "g2": 32, "g3": 32}))
+    assert etcd.check_writes(lab, settle_s=1)["lost"] == []
+    # every member lost its RAM at once: a new cluster, whose client started again at 1
+    status(3, 5)
+    monkeypatch.setattr(etcd, "member_call", _FakeCluster(
+        [(3, "/vmroc/g1", 1), (5, "/vmroc/g1", 3)], {"g1": 6, "g2": 6, "g3": 6}))
+    check = etcd.check_writes(lab, settle_s=1)
+    assert check["lost"] == [{"key": "/vmroc/g1", "acked": 481, "acked_revision": 30,
+                              "value": None}]  # the history ends before revision 30
+    assert check["stale"] == [] and check["unverified"] == []
+    assert etcd.check_writes(lab, settle_s=1)["lost"] == []  # reported once
+    # a client that fell back while its earlier write is still in the history: not lost
+    status(481, 30)
+    monkeypatch.setattr(etcd, "member_call", _FakeCluster(
+        [(30, "/vmroc/g1", 481), (31, "/vmroc/g1", 470)], {"g1": 31, "g2": 31, "g3": 31}))
+    etcd.check_writes(lab, settle_s=1)
+    status(470, 31)
+    assert etcd.check_writes(lab, settle_s=1)["lost"] == []
