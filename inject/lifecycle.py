@@ -35,7 +35,7 @@ from .failover import measure as measure_failover
 from .fault import Fault, SerialMark, rate
 from .lease import Lease
 from .ledger import Ledger, event
-from .recovery import restart_wedged, wait_recovered
+from .recovery import restart_panicked, restart_wedged, wait_recovered
 from .registry import Kind, get_kind, resolve_params
 from .signals import blocked_signals
 from .spec import FaultSpec
@@ -124,7 +124,7 @@ class AppliedFault:
         self._t0 = 0.0
         self._torn_down = False
         self._timeline: StatusTimeline | None = None
-        self.restarted: list[str] = []   # wedged guests relaunched to revert the fault
+        self.restarted: list[str] = []   # wedged or panicked targets relaunched
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -285,7 +285,8 @@ class AppliedFault:
 
     def _teardown(self) -> None:
         """The kind's teardown; if it fails on a target whose QEMU runs but answers no QMP
-        (wedged), that guest is killed and relaunched and the teardown runs again."""
+        (wedged), that guest is killed and relaunched and the teardown runs again. A target
+        left stopped in a kernel panic is reset after it."""
         try:
             self.kind.teardown(self.fault)
         except VmrocError:
@@ -293,6 +294,8 @@ class AppliedFault:
             if not self.restarted:
                 raise
             self.kind.teardown(self.fault)  # idempotent: QEMU's part went with the process
+        # a target the fault left in a kernel panic is down for good unless relaunched
+        self.restarted += restart_panicked(self.fault.lab, list(self.spec.guests), self.say)
 
     def _failover(self, t_revert: float) -> dict[str, Any] | None:
         """How the etcd cluster came through this fault: leaders, election and write

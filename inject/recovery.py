@@ -8,7 +8,8 @@ from the kind's undo state in the lease, and records the recovery in the ledger;
 no longer answers QMP (wedged: e.g. stopping the VM drains the disks, and a request that
 disk-hang holds never completes) cannot be reverted through QMP: heal kills and relaunches
 it, which drops whatever QEMU held for it, then runs the teardown again for what lives
-on the host.
+on the host. A guest that QEMU holds stopped in a kernel panic (``guest-panicked``) is
+reset after the teardown (it boots again), by the fault's own stop and by heal alike.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .spec import FaultSpec
 if TYPE_CHECKING:  # pragma: no cover
     from .lease import Lease
 
-__all__ = ["wait_recovered", "heal_lease"]
+__all__ = ["wait_recovered", "heal_lease", "restart_panicked", "restart_wedged"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,25 @@ def restart_wedged(lab: Lab, names: list[str], say: Callable[[str], None],
     return out
 
 
+def restart_panicked(lab: Lab, names: list[str], say: Callable[[str], None]) -> list[str]:
+    """Reset every guest of ``names`` that QEMU holds stopped in a kernel panic (pvpanic:
+    run state ``guest-panicked``, e.g. its OOM killer found nothing left to kill under
+    mem-pressure) and let it boot again; returns their names. Without this a panicked
+    guest stays down for the rest of a campaign and every later fault on it is
+    ineffective."""
+    out = []
+    for name in names:
+        g = lab.guest(name)
+        if not g.alive() or g.state() != "guest-panicked":
+            continue
+        say(f"{name}: stopped in a kernel panic; resetting it (QMP system_reset, cont)")
+        with g.qmp(timeout=10) as qmp:
+            qmp.cmd("system_reset")
+            qmp.cmd("cont")
+        out.append(name)
+    return out
+
+
 def heal_lease(lease: Lease, ledger: Ledger | None = None,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the teardown recorded in ``lease``; record the recovery; drop the lease."""
@@ -123,6 +143,8 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
                 if not out["restarted"]:
                     raise
                 kind.teardown(fx)  # idempotent: QEMU's part is gone, the host's is not
+            out["restarted"] = out.get("restarted", []) + restart_panicked(lab, spec.guests,
+                                                                           say)
         out["healed"] = True
     except Exception as exc:  # noqa: BLE001 - one bad lease must not stop the others
         out["error"] = f"{type(exc).__name__}: {exc}"

@@ -469,3 +469,46 @@ def test_a_teardown_on_a_wedged_guest_restarts_it_and_reverts(tmp_path, monkeypa
     with pytest.raises(TeardownError, match="vmroc inject heal"):
         with g:
             pass
+
+
+def test_a_target_left_in_a_kernel_panic_is_reset_after_the_teardown(tmp_path, monkeypatch):
+    """A fault whose target panicked (QEMU holds it in `guest-panicked`) resets it after
+    its teardown, and the recovered entry names it; a running guest is left alone."""
+    from vmroc.inject.recovery import restart_panicked
+
+    sent = []
+
+    class Qmp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def cmd(self, name, **args):
+            sent.append(name)
+
+    class Panicked(FakeGuest):
+        def alive(self):
+            return True
+
+        def state(self):
+            return "running" if sent else "guest-panicked"
+
+        def qmp(self, timeout=10):
+            return Qmp()
+
+    lab = FakeLab(tmp_path)
+    lab.guests = [Panicked("g1", tmp_path), FakeGuest("g2", tmp_path)]
+    said = []
+    assert restart_panicked(lab, ["g1", "g2"], said.append) == ["g1"]
+    assert sent == ["system_reset", "cont"]
+    assert said == ["g1: stopped in a kernel panic; resetting it (QMP system_reset, cont)"]
+    assert restart_panicked(lab, ["g1", "g2"], said.append) == []  # running again
+    f = _fault(tmp_path)
+    monkeypatch.setattr("vmroc.inject.lifecycle.restart_panicked",
+                        lambda lab, names, say: list(names))
+    with f:
+        f.hold()
+    assert f.restarted == ["g1"] and f.entries[-1].phase == "recovered"
+    assert f.entries[-1].evidence["restarted"] == ["g1"]
