@@ -35,7 +35,9 @@ def register(subparsers) -> None:
     up = lsub.add_parser("up", help="boot guests g1..gN (harmless if already up)")
     _lab_name_arg(up)
     up.add_argument("--guests", type=int, default=3, help="number of guests (default 3)")
-    up.add_argument("--ram", type=int, default=256, help="MiB of RAM per guest (default 256)")
+    up.add_argument("--ram", type=int, default=None,
+                    help="MiB of RAM per guest (default 256; 512 with --workload etcd, whose "
+                         "members keep their data in guest RAM)")
     up.add_argument("--vcpus", type=int, default=1, help="vCPUs per guest (default 1)")
     up.add_argument("--workload", choices=list(WORKLOADS), default="web",
                     help="web: an HTTP server and clients; etcd: the same plus a real etcd "

@@ -43,6 +43,10 @@ BRIDGE = "br0"
 BRIDGE_IP = f"{SUBNET}.1"
 SHM_DIR = Path("/dev/shm")
 BOOT_TIMEOUT = 180.0  # seconds to the first status line, all guests booting at once
+# MiB of RAM per guest by workload: an etcd member keeps its data, WAL and snapshots in
+# the guest's RAM (about 60 MB after half an hour), so at 256 MiB the balloon of
+# mem-pressure (half the RAM) left it nothing and the kernel panicked
+RAM_MB = {"web": 256, "etcd": 512}
 CLUSTER_TIMEOUT = 180.0  # seconds from boot until an etcd lab's guests agree on a leader
 QEMU_OVERHEAD_MB = 120  # host memory a TCG guest uses beyond its RAM
 DEAD = "dead"
@@ -337,12 +341,14 @@ class Lab:
 
     # -- up ----------------------------------------------------------------------
     @classmethod
-    def up(cls, guests: int = 3, name: str = "default", ram_mb: int = 256, vcpus: int = 1,
-           flavour: str = "generic", accel: str = "auto", wait: bool = True,
+    def up(cls, guests: int = 3, name: str = "default", ram_mb: int | None = None,
+           vcpus: int = 1, flavour: str = "generic", accel: str = "auto", wait: bool = True,
            progress: Progress | None = None, workload: str = "web") -> "Lab":
         """Boot ``guests`` guests (or re-launch dead ones of a lab already up) running
-        ``workload`` (``web`` or ``etcd``)."""
+        ``workload`` (``web`` or ``etcd``), each with ``ram_mb`` MiB (default per
+        workload: ``RAM_MB``)."""
         say = progress or (lambda msg: log.info("%s", msg))
+        ram_mb = ram_mb or RAM_MB.get(workload, RAM_MB["web"])
         lab = cls(name)
         if guests < 1:
             raise LabError("--guests must be at least 1")
