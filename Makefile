@@ -76,4 +76,5 @@ recordings: setup
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-2.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-3.jsonl.xz
+	$(PYTHON) -m vmroc.cli lab down  # the etcd campaign boots an etcd lab
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/etcd-s4.yaml --record $(ETCD)
