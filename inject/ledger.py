@@ -42,6 +42,7 @@ __all__ = ["Ledger", "default_path"]
 log = logging.getLogger(__name__)
 RETRY_AFTER = 30.0  # seconds record() leaves an unreachable broker alone
 RECORD_WAIT = 5.0   # seconds record() waits for the broker's acknowledgement
+TAIL_MARGIN = 500   # messages of other writers the first flush reads past on vmroc.faults
 
 
 def default_path() -> Path:
@@ -66,6 +67,11 @@ class Ledger:
         # sent, not yet acknowledged, oldest first: (file offset after the line, the
         # producer's future; None for a line that needs none)
         self._unacked: list[tuple[int, Any]] = []
+        # the first flush looks for the unsent lines on the topic: a writer killed after
+        # the broker took an event but before it marked it sent would otherwise send it
+        # twice (set by _connect: only with a producer of our own)
+        self._servers: str | None = None
+        self._tail_checked = False
         self.last_error: str | None = None
         self.skipped = 0  # bad (torn) lines passed over when sending
 
@@ -140,6 +146,7 @@ class Ledger:
         try:
             servers = self.servers or bootstrap(start=False)
             self._producer = Producer(servers)
+            self._servers = servers
         except BusError as exc:
             self._down_until = time.monotonic() + RETRY_AFTER
             self.last_error = str(exc)
@@ -161,13 +168,60 @@ class Ledger:
             if self._unacked:  # the producer still retries some: lines sent now would go
                 return acked   # behind them, and twice if those failed and went again
             try:
-                for end, ev in self._unsent_lines(self._sent_offset()):
+                lines = self._unsent_lines(self._sent_offset())
+                if lines and not self._tail_checked and self._servers:
+                    lines = self._not_on_topic(lines)
+                self._tail_checked = True
+                for end, ev in lines:
                     self._unacked.append((end, None if ev is None else producer.send(ev)))
             except FileNotFoundError:
                 pass
             except Exception as exc:  # the lines not handed over yet go next time
                 self._not_acknowledged(exc)
             return acked + self._settle(deadline)
+
+    def _not_on_topic(self, lines: list[tuple[int, FaultEvent | None]]
+                      ) -> list[tuple[int, FaultEvent | None]]:
+        """``lines`` with the events already on ``vmroc.faults`` (same fault id, phase and
+        time, in its last messages) turned into lines that need no sending. Any trouble
+        reading the topic: ``lines`` as they are (at least once)."""
+        wanted = {(ev.fault_id, ev.phase, ev.ts) for _, ev in lines if ev is not None}
+        if not wanted:
+            return lines
+        from kafka import KafkaConsumer, TopicPartition
+
+        from vmroc.bus import FAULTS
+        seen, tp = set(), TopicPartition(FAULTS, 0)
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=self._servers, enable_auto_commit=False)
+            try:
+                consumer.assign([tp])
+                end = consumer.end_offsets([tp])[tp]
+                consumer.seek(tp, max(0, end - len(wanted) - TAIL_MARGIN))
+                deadline = time.monotonic() + 10.0
+                while consumer.position(tp) < end and time.monotonic() < deadline:
+                    for records in consumer.poll(timeout_ms=500).values():
+                        for rec in records:
+                            try:
+                                ev = decode("fault", rec.value)
+                            except SchemaError:
+                                continue
+                            seen.add((ev.fault_id, ev.phase, ev.ts))
+                complete = consumer.position(tp) >= end
+            finally:
+                consumer.close()
+        except Exception as exc:  # noqa: BLE001 - kafka-python raises many types
+            log.info("fault ledger: could not read the tail of %s (%s)", FAULTS, exc)
+            return lines
+        if not complete:
+            return lines
+        there = wanted & seen
+        if there:
+            log.warning("fault ledger %s: %d unsent event(s) are on %s already (a writer "
+                        "stopped before marking them sent): not sent again", self.path,
+                        len(there), FAULTS)
+        return [(end_, None if ev is not None and (ev.fault_id, ev.phase, ev.ts) in there
+                 else ev) for end_, ev in lines]
 
     @contextlib.contextmanager
     def _file_lock(self):

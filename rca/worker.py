@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from vmroc.bus import ANOMALIES, Consumer, Producer
+from vmroc.bus import ANOMALIES, BusError, Consumer, Producer
 from vmroc.events import Anomaly, Incident
 
 from .incidents import Correlator
@@ -40,12 +40,21 @@ def run_rca(servers: str | None = None, *, stop: threading.Event | None = None,
             out.flush()
 
         while not stop.is_set():
-            for msg in inp.poll(0.5):
+            try:
+                msgs = inp.poll(0.5)
+            except BusError as exc:  # the broker is away: wait for it
+                log.warning("%s; polling again", exc)
+                stop.wait(1.0)
+                continue
+            for msg in msgs:
                 if isinstance(msg.event, Anomaly):
                     publish(corr.add(msg.event))
             publish(corr.flush(time.time()))  # wall clock: live streams only
             if not corr.open:  # every anomaly read so far is in a published incident
-                inp.commit()
+                try:
+                    inp.commit()
+                except BusError as exc:  # committed by a later round
+                    log.warning("%s; committing again later", exc)
         publish(corr.flush())
         inp.commit()
     return corr

@@ -302,14 +302,18 @@ class Consumer:
             self._dlq_producer.flush()
         if self.group is None:
             return
-        if offsets is None:
-            self._consumer.commit()
-            return
         from kafka import TopicPartition
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
-        if offsets:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                                   for (t, p), o in offsets.items()})
+        try:
+            if offsets is None:
+                self._consumer.commit()
+            elif offsets:
+                self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                       for (t, p), o in offsets.items()})
+        except KafkaError as exc:  # e.g. the broker went away: one error type for callers
+            raise BusError(f"committing offsets of group {self.group} on {self.servers}: "
+                           f"{exc}", self.servers) from exc
 
     def positions(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the next offset this member will read, for what it reads
@@ -343,7 +347,15 @@ class Consumer:
             if limit == 0:
                 break
             received = self.stats["received"]
-            batch = self.poll(0.5, max_records=limit)
+            try:
+                batch = self.poll(0.5, max_records=limit)
+            except BusError as exc:  # the broker is away: a worker waits for it
+                log.warning("%s; polling again", exc)
+                if stop is not None and stop.wait(1.0):
+                    break
+                if stop is None:
+                    time.sleep(1.0)
+                continue
             todo = batch[:limit]
             if on_batch is not None:
                 if todo:
@@ -356,7 +368,10 @@ class Consumer:
             if limit is not None and len(batch) > limit:
                 break       # a pack was cut: its offset stays uncommitted (redelivered)
             if self.stats["received"] > received:  # messages came, even if none decoded
-                self.commit()
+                try:
+                    self.commit()
+                except BusError as exc:  # handled but not committed: the next commit
+                    log.warning("%s; committed with the next batch", exc)  # covers them
                 idle_since = time.monotonic()
             elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                 break

@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("bench_*.py"))
 
 # Benchmarks too slow for the suite even in a quick mode: only their --help runs.
-SLOW: dict[str, str] = {}
+SLOW: dict[str, str] = {
+    # 2 minutes of kills plus its own broker, catch-up and checks: over TIMEOUT; its short
+    # run with assertions is tests/real/test_resilience.py
+    "bench_resilience.py": "--quick takes 3-4 min; test_resilience.py runs it",
+}
 
 # Each run's arguments besides --quick (a benchmark with subcommands runs once per one).
 RUNS = {
