@@ -117,15 +117,16 @@ etcd_join() { # print the state this guest's member starts in: `new` if no peer 
 }
 
 etcd_log() { # keep the member's log in /tmp/etcd.log; copy what bears on reads, leaders
-              # and failures into the kernel log (so onto the console and into samples)
-    while read -r l; do
-        echo "$l" >> /tmp/etcd.log
-        case "$l" in
-            *ReadIndex*|*"read index"*|*"leader changed"*|*'"level":"error"'*|*'"level":"panic"'*|*'"level":"fatal"'*)
-                m=$(echo "$l" | json_str msg)
-                echo "vmroc-guest: etcd $NAME: ${m:-$(echo "$l" | cut -c1-160)}" > /dev/kmsg;;
-        esac
-    done
+              # and failures into the kernel log (so onto the console and into samples).
+              # awk, not a shell loop: the shell reads a pipe one byte per syscall
+    awk -v name="$NAME" '
+        { print >> "/tmp/etcd.log" }
+        /ReadIndex|read index|leader changed|"level":"(error|panic|fatal)"/ {
+            m = $0
+            if (match($0, /"msg":"[^"]*"/)) m = substr($0, RSTART + 7, RLENGTH - 8)
+            printf "vmroc-guest: etcd %s: %s\n", name, substr(m, 1, 200) > "/dev/kmsg"
+            fflush("/dev/kmsg")
+        }'
 }
 
 etcd_member() { # run this guest's member, and run it again (rejoining) whenever it exits
