@@ -173,8 +173,7 @@ def main() -> int:
     broker = None
     servers = os.environ.get("VMROC_KAFKA", "").strip()
     if not servers:
-        from tests.fixtures_broker import free_ports
-        from vmroc.deploy.broker import Broker
+        from vmroc.deploy.broker import Broker, free_ports
         port, cport = free_ports(2)
         broker = Broker(tempfile.mkdtemp(prefix="vmroc-bench-kafka-"), port=port,
                         controller_port=cport)

@@ -46,7 +46,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from vmroc.deploy.broker import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "deploy" / "campaigns" / "smoke.yaml"
@@ -66,17 +67,6 @@ BROKER_LAUNCH = ("import sys; from vmroc.deploy.broker import Broker; "
                  "b = Broker(sys.argv[1], port=int(sys.argv[2]), "
                  "controller_port=int(sys.argv[3])); b.start(timeout=120); "
                  "print(b.pid(), flush=True)")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def say(msg: str) -> None:

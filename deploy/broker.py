@@ -39,7 +39,7 @@ from vmroc.errors import VmrocError
 from vmroc.proc import alive as pid_alive
 
 __all__ = ["Broker", "BrokerError", "BrokerStatus", "DEFAULT_PORT", "embedded",
-           "kafka_version"]
+           "free_ports", "kafka_version"]
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,18 @@ class Broker:
                 return True
             time.sleep(0.1)
         return False
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (for a broker of one's own)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _probe(bootstrap: str, timeout: float) -> None:

@@ -10,30 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
 from vmroc import bus
-from vmroc.deploy.broker import Broker, BrokerError
+from vmroc.deploy.broker import Broker, BrokerError, free_ports
 
 
 def pytest_configure(config):
     """No test may start a detached broker through ``bus.bootstrap()`` (it would outlive
     the session): a test that needs Kafka asks for the ``broker`` fixture."""
     os.environ["VMROC_KAFKA_AUTOSTART"] = "0"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports free on 127.0.0.1 right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def require_broker_prerequisites(broker: Broker) -> None:
