@@ -42,6 +42,7 @@ INCIDENTS = "vmroc.incidents"
 DLQ = "vmroc.dlq"
 TOPICS = (SAMPLES, FAULTS, ANOMALIES, INCIDENTS, DLQ)
 DEFAULT_SAMPLES_PARTITIONS = 4
+ANCHOR_TIMEOUT_MS = 5000     # each call of Consumer._anchor's; then it tries on the next poll
 
 # Client settings shared by producers and consumers: reconnect quickly after a
 # broker restart (kafka-python's default backoff grows to 30 s).
@@ -268,6 +269,7 @@ class Consumer:
         # Kafka messages received, events decoded from them, messages sent to the DLQ
         self.stats = {"received": 0, "decoded": 0, "dead": 0}
         self._dlq_producer = None
+        self._anchored: set = set()   # partitions known to have a committed offset
         config = dict(_CLIENT, group_id=group, enable_auto_commit=False,
                       auto_offset_reset="earliest" if from_beginning else "latest",
                       session_timeout_ms=10000, heartbeat_interval_ms=1000)
@@ -286,6 +288,8 @@ class Consumer:
         except KafkaError as exc:
             raise BusError(f"consuming {self.topics} from {self.servers}: {exc}",
                            self.servers) from exc
+        if self.group is not None:
+            self._anchor(batches)
         out = []
         for records in batches.values():
             for rec in records:
@@ -424,6 +428,31 @@ class Consumer:
                    ("vmroc.partition", str(rec.partition).encode()),
                    ("vmroc.offset", str(rec.offset).encode())]
         self._dlq_producer.send(DLQ, rec.value, key=rec.key, headers=headers)
+
+    def _anchor(self, batches: dict) -> None:
+        """Commit where this member began on each newly assigned partition that its group
+        has no offset for yet. Otherwise a member stopped before its first commit would
+        leave the group with no offset, and the next one would start at the end
+        (``latest``) and skip what was written in between."""
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+        assigned = self._consumer.assignment()
+        self._anchored &= assigned
+        todo = {}
+        try:
+            for tp in assigned - self._anchored:
+                if self._consumer.committed(tp, timeout_ms=ANCHOR_TIMEOUT_MS) is None:
+                    records = batches.get(tp)
+                    start = records[0].offset if records else \
+                        self._consumer.position(tp, timeout_ms=ANCHOR_TIMEOUT_MS)
+                    todo[tp] = OffsetAndMetadata(start, "", -1)
+                else:
+                    self._anchored.add(tp)
+            if todo:
+                self._consumer.commit(todo, timeout_ms=ANCHOR_TIMEOUT_MS)
+                self._anchored |= set(todo)
+        except KafkaError as exc:  # tried again on the next poll
+            log.warning("anchoring group %s on %s: %s", self.group, self.servers, exc)
 
     def _assign_all(self, from_beginning: bool) -> None:
         from kafka import TopicPartition

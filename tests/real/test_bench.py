@@ -45,6 +45,7 @@ EXPECT = {
     "bench_bus.py": "compact / json (batched, lz4):",
     "bench_campaign.py": "effective faults detected",
     "bench_detect.py": "update_batch / update:",
+    "bench_doctor.py": "| check | seconds alone |",
     "bench_encoding.py": "| compact / json |",
     "bench_failover.py": "| kind | tries | elections |",
     "bench_inject.py": "| kind | level | mechanism |",

@@ -190,6 +190,41 @@ def test_offsets_are_committed_only_after_handling(broker):
     assert handled == [0, 1, 2, 3, 4]
 
 
+def test_a_member_gone_before_its_first_commit_leaves_the_group_where_it_began(broker):
+    """``vmroc serve`` killed before its first commit restarted at the end of its topics
+    and skipped the ledger events written in between (found by bench_resilience)."""
+    rid, group = run_id(), f"anchor-{run_id()}"
+    mine = lambda m: m.key == f"f-{rid}"        # noqa: E731
+
+    def fault(seq: int) -> FaultEvent:
+        return FaultEvent(fault_id=f"f-{rid}", kind="net-delay", level="network",
+                          phase="injected", ts=time.time(), params={"seq": seq})
+
+    first = bus.Consumer(bus.FAULTS, broker.bootstrap, group=group)   # from the end
+    deadline = time.monotonic() + 30
+    while not first.assignment() and time.monotonic() < deadline:
+        first.poll(0.5)
+    assert first.assignment(), "the first member was never assigned the partition"
+    with bus.Producer(broker.bootstrap) as producer:
+        for seq in range(3):
+            producer.send(fault(seq))
+    got: list[bus.Message] = []
+    while len(got) < 3 and time.monotonic() < deadline + 30:
+        got += [m for m in first.poll(0.5) if mine(m)]
+    assert [m.event.params["seq"] for m in got] == [0, 1, 2]
+    first.close()                                   # gone, never committed
+    with bus.Producer(broker.bootstrap) as producer:
+        for seq in (3, 4):
+            producer.send(fault(seq))
+    second = bus.Consumer(bus.FAULTS, broker.bootstrap, group=group)  # also from the end
+    again: list[bus.Message] = []
+    deadline = time.monotonic() + 30
+    with second:
+        while len(again) < 5 and time.monotonic() < deadline:
+            again += [m for m in second.poll(0.5) if mine(m)]
+    assert [m.event.params["seq"] for m in again] == [0, 1, 2, 3, 4]
+
+
 def test_undecodable_messages_go_to_the_dlq_and_the_consumer_goes_on(broker, caplog):
     rid = run_id()
     good = [FaultEvent(fault_id=f"f-{rid}", kind="disk-eio", level="device", phase=phase,

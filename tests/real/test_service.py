@@ -351,7 +351,8 @@ def test_vmroc_demo_runs_a_campaign_through_the_service_and_scores_it(lab, broke
     # ranking is a judgement (as in test_rca): every fault detected, the truth never
     # below rank 2 and first at least once
     assert all(r["effective"] and r["detected"] for r in rows.values()), out
-    assert all(r["rank"] is not None and r["rank"] <= 2 for r in rows.values()), out
+    ranks = {k: (r["rank"], r["rank1"]) for k, r in rows.items()}
+    assert all(r["rank"] is not None and r["rank"] <= 2 for r in rows.values()), ranks
     assert out["scorecard"]["ac1"] >= 0.5 and out["dashboard"].startswith("http://127.0.0.1:")
     incidents = Store(db).incidents()
     assert len(incidents) >= 2
