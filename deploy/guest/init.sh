@@ -129,13 +129,24 @@ etcd_log() { # keep the member's log in /tmp/etcd.log; copy what bears on reads,
         }'
 }
 
-etcd_member() { # run this guest's member, and run it again (rejoining) whenever it exits
+etcd_member() { # run this guest's member, and run it again whenever it exits: with its
+                 # data when the data is still there (the process died, e.g. killed out
+                 # of memory; raft's log and vote must survive that), else rejoining as a
+                 # member that lost its data (the guest's RAM went with a reboot or crash).
+                 # Data that fails 5 starts in a row (each within 30 s) is dropped too.
     initial=""
     for m in $(echo "$CLUSTER" | tr , ' '); do initial="$initial,${m%%=*}=http://${m#*=}:2380"; done
+    data=${ETCD_DATA:-/var/etcd}; fails=0
     while :; do
-        rm -rf /var/etcd; mkdir -p /var/etcd
-        state=$(etcd_join)
-        etcd --name "$NAME" --data-dir /var/etcd --initial-cluster "${initial#,}" \
+        if [ -d "$data/member" ] && [ $fails -lt 5 ]; then
+            state=existing
+        else
+            [ $fails -ge 5 ] && echo "vmroc-guest: etcd member $NAME failed $fails starts with its data; dropping it"
+            rm -rf "$data"; mkdir -p "$data"
+            state=$(etcd_join); fails=0
+        fi
+        started=$(date +%s)
+        etcd --name "$NAME" --data-dir "$data" --initial-cluster "${initial#,}" \
             --initial-cluster-state "$state" --initial-cluster-token vmroc \
             --listen-peer-urls "http://$IP:2380" --initial-advertise-peer-urls "http://$IP:2380" \
             --listen-client-urls "http://$IP:2379,http://127.0.0.1:2379" \
@@ -143,6 +154,7 @@ etcd_member() { # run this guest's member, and run it again (rejoining) whenever
             --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
             --logger zap --log-outputs stderr --log-level warn 2>&1 | etcd_log
         echo "vmroc-guest: etcd member $NAME ($state) exited: $(tail -n 1 /tmp/etcd.log | cut -c1-200)"
+        if [ $(($(date +%s) - started)) -lt 30 ]; then fails=$((fails + 1)); else fails=0; fi
         sleep 3
     done
 }
