@@ -236,3 +236,55 @@ def test_writes_check_reports_a_cluster_that_lost_its_history_once(tmp_path, mon
     etcd.check_writes(lab, settle_s=1)
     status(470, 31)
     assert etcd.check_writes(lab, settle_s=1)["lost"] == []
+
+
+# -- the guest's member loop (deploy/guest/init.sh), run by busybox sh with stubs ---------
+INIT_SH = lab_mod.Path(__file__).resolve().parents[2] / "deploy" / "guest" / "init.sh"
+
+
+def _member_loop(tmp_path, runs: int, seconds_per_run: int) -> list[tuple[str, list[str]]]:
+    """(start state, data files seen) of each of ``runs`` starts of ``etcd_member`` whose
+    etcd stub writes a WAL file and exits after ``seconds_per_run`` (a fake clock)."""
+    import shutil
+    import subprocess
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (deploy/setup.sh installs it)")
+    text = INIT_SH.read_text()
+    start = text.index("etcd_member() {")
+    body = text[start:text.index("\n}\n", start) + 3]
+    script = f"""
+NAME=g1; IP=10.0.0.1; CLUSTER="g1=10.0.0.1,g2=10.0.0.2"; ETCD_DATA={tmp_path}/data
+LOG={tmp_path}/log; CLOCK={tmp_path}/clock; echo 0 > $CLOCK
+etcd_join() {{ echo new; }}
+etcd_log() {{ cat > /dev/null; }}
+date() {{ cat $CLOCK; }}
+sleep() {{ [ $(wc -l < $LOG) -ge {runs} ] && exit 0; }}
+etcd() {{
+    while [ "$1" != --initial-cluster-state ]; do shift; done
+    echo "$2 $(ls $ETCD_DATA/member 2>/dev/null | tr '\\n' ' ')" >> $LOG
+    mkdir -p $ETCD_DATA/member; touch $ETCD_DATA/member/wal-$(wc -l < $LOG)
+    echo $(($(cat $CLOCK) + {seconds_per_run})) > $CLOCK
+}}
+touch $LOG
+{body}
+etcd_member > /dev/null
+"""
+    subprocess.run([busybox, "sh", "-c", script], check=True, timeout=30)
+    rows = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    return [(row[0], row[1:]) for row in rows]
+
+
+def test_a_member_restarted_after_its_process_died_keeps_its_data(tmp_path):
+    """An OOM kill used to wipe the member's data before the restart: a mem-pressure group
+    on every member then started a new history and lost acknowledged writes."""
+    starts = _member_loop(tmp_path, runs=4, seconds_per_run=60)
+    assert starts == [("new", []), ("existing", ["wal-1"]), ("existing", ["wal-1", "wal-2"]),
+                      ("existing", ["wal-1", "wal-2", "wal-3"])]
+
+
+def test_data_that_keeps_failing_fast_is_dropped_and_the_member_rejoins(tmp_path):
+    starts = _member_loop(tmp_path, runs=7, seconds_per_run=1)
+    states = [s for s, _ in starts]
+    assert states == ["new", "existing", "existing", "existing", "existing", "new", "existing"]
+    assert starts[5][1] == [] and starts[6][1] == ["wal-6"]
