@@ -351,10 +351,11 @@ def test_vmroc_demo_runs_a_campaign_through_the_service_and_scores_it(lab, broke
     # ranking is a judgement (as in test_rca): every fault detected, the truth never
     # below rank 2 and first at least once
     assert all(r["effective"] and r["detected"] for r in rows.values()), out
-    incidents = Store(db).incidents()
+    store = Store(db)
+    incidents = store.incidents()
     seen = {k: (r["rank"], r["rank1"], r["incident"]) for k, r in rows.items()} | {
-        "incidents": [(i.id, round(i.ts, 1), [c.component for c in i.causes][:3],
-                       sorted({a.guest for a in i.anomalies})) for i in incidents]}
+        "incidents": [(i.id, round(i.ts, 1), i.guests, [c.component for c in i.causes][:3])
+                      for i in store.incident_events([r["id"] for r in incidents]).values()]}
     assert all(r["rank"] is not None and r["rank"] <= 2 for r in rows.values()), seen
     assert out["scorecard"]["ac1"] >= 0.5 and out["dashboard"].startswith("http://127.0.0.1:")
     assert len(incidents) >= 2
