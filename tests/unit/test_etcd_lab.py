@@ -3,13 +3,16 @@ the status timeline, and the cluster-health wait."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from vmroc.deploy import LabError
 from vmroc.deploy import lab as lab_mod
 from vmroc.deploy.etcd import check_writes
+from vmroc.deploy.image import BUSYBOX
 from vmroc.deploy.status import StatusTimeline
 
 
@@ -239,17 +242,13 @@ def test_writes_check_reports_a_cluster_that_lost_its_history_once(tmp_path, mon
 
 
 # -- the guest's member loop (deploy/guest/init.sh), run by busybox sh with stubs ---------
-INIT_SH = lab_mod.Path(__file__).resolve().parents[2] / "deploy" / "guest" / "init.sh"
+INIT_SH = Path(__file__).resolve().parents[2] / "deploy" / "guest" / "init.sh"
 
 
 def _member_loop(tmp_path, runs: int, seconds_per_run: int) -> list[tuple[str, list[str]]]:
     """(start state, data files seen) of each of ``runs`` starts of ``etcd_member`` whose
     etcd stub writes a WAL file and exits after ``seconds_per_run`` (a fake clock)."""
-    import shutil
-    import subprocess
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.skip("busybox is not installed (deploy/setup.sh installs it)")
+    assert BUSYBOX.exists(), f"{BUSYBOX} (the guest's shell) is missing: bash deploy/setup.sh"
     text = INIT_SH.read_text()
     start = text.index("etcd_member() {")
     body = text[start:text.index("\n}\n", start) + 3]
@@ -270,7 +269,7 @@ touch $LOG
 {body}
 etcd_member > /dev/null
 """
-    subprocess.run([busybox, "sh", "-c", script], check=True, timeout=30)
+    subprocess.run([str(BUSYBOX), "sh", "-c", script], check=True, timeout=30)
     rows = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
     return [(row[0], row[1:]) for row in rows]
 
