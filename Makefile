@@ -3,7 +3,7 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast bench model eval eval-workloads failover recordings
+.PHONY: setup demo test test-under-load test-fast bench model eval eval-workloads failover recordings
 
 setup:
 	VMROC_VENV=$(VENV) bash deploy/setup.sh
@@ -15,6 +15,9 @@ demo: setup
 # here the C accelerator must have been built (elsewhere its unit tests skip without it)
 test: setup
 	VMROC_REQUIRE_ACCEL=1 $(PYTHON) -m pytest tests
+
+test-under-load: setup  # the real tests with 2 busy-looping processes beside them
+	VMROC_REQUIRE_ACCEL=1 $(PYTHON) -m pytest tests/real --cpu-hog 2
 
 test-fast:
 	$(PYTHON) -m pytest tests/unit

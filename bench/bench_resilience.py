@@ -62,6 +62,8 @@ SMOKE = ROOT / "deploy" / "campaigns" / "smoke.yaml"
 PY = sys.executable
 VICTIMS = ("campaign", "sampler", "detect", "rca", "serve", "broker")
 CONSUMERS = {"detect": "vmroc-detect", "rca": "vmroc-rca", "serve": "vmroc-serve"}
+READS = {"detect": ["vmroc.samples"], "rca": ["vmroc.anomalies"],
+         "serve": ["vmroc.samples", "vmroc.faults"]}   # what each consumer's group reads
 GAP_S = 2.5        # a hole in a guest's samples longer than this is a gap (10 Hz)
 BROKER_LAUNCH = ("import sys; from vmroc.deploy.broker import Broker; "
                  "b = Broker(sys.argv[1], port=int(sys.argv[2]), "
@@ -227,6 +229,23 @@ class OffsetWatch(threading.Thread):
                     self.history.append((t, snap))
 
 
+def groups_ready(watch: OffsetWatch, timeout: float) -> float:
+    """Seconds until every consumer group holds a committed offset on each topic it reads
+    (a member commits where it begins as soon as it is assigned), so what the campaign
+    sends from now on is read by all of them; a machine under load takes longer than a
+    fixed sleep allowed (serve then missed the first ledger event)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with watch.lock:  # the watch's own snapshots: its admin client is not shared
+            snap = watch.history[-1][1] if watch.history else {}
+        if all(any(k.startswith(f"{topic}/") for k in snap.get(CONSUMERS[name], {}))
+               for name, topics in READS.items() for topic in topics):
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise SystemExit(f"bench_resilience: the consumers did not join their groups in "
+                     f"{timeout:.0f} s")
+
+
 # -- the run -----------------------------------------------------------------------------
 def campaign_file(run_dir: Path, source: Path, baseline: str) -> Path:
     """The campaign with its baseline shortened (the detectors' baselines are their own),
@@ -290,7 +309,9 @@ def run(args) -> dict[str, Any]:
         watch.start()
         for name in ("recorder", "serve", "detect", "rca", "sampler"):
             procs[name].launch()
-        time.sleep(8)  # the consumers joined their groups, the sampler found its guests
+        ready_s = groups_ready(watch, timeout=180)
+        say(f"consumers in their groups after {ready_s:.1f} s")
+        time.sleep(2)  # the sampler found its guests
         procs["campaign"].launch()
         campaign_runs["started"] += 1
         deadline = time.monotonic() + args.minutes * 60
@@ -407,8 +428,7 @@ def caught_up(servers: str, timeout: float) -> dict[str, int]:
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     deadline = time.monotonic() + timeout
     lag: dict[str, int] = {}
-    topics = {"vmroc-detect": ["vmroc.samples"], "vmroc-rca": ["vmroc.anomalies"],
-              "vmroc-serve": ["vmroc.samples", "vmroc.faults"]}
+    topics = {CONSUMERS[name]: read for name, read in READS.items()}
     while time.monotonic() < deadline:
         admin = KafkaAdminClient(bootstrap_servers=servers)
         cons = KafkaConsumer(bootstrap_servers=servers)
@@ -623,8 +643,7 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
 
     # offsets: each restarted consumer resumed from its group's committed offsets
     anomaly_msgs = read_topic(servers, "vmroc.anomalies")
-    reads = {"detect": ["vmroc.samples"], "rca": ["vmroc.anomalies"],
-             "serve": ["vmroc.samples", "vmroc.faults"]}
+    reads = READS
     first_ms: dict[str, int] = {}      # "topic/partition" -> its first message's time
     for m in sample_msgs + faults_msgs + anomaly_msgs:
         key = f"{m.topic}/{m.partition}"

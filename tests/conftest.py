@@ -7,6 +7,6 @@ Fixtures live in small plugin modules so each stage owns its own:
 import os
 
 pytest_plugins = [
-    name for name in ("tests.fixtures_lab", "tests.fixtures_broker")
+    name for name in ("tests.fixtures_lab", "tests.fixtures_broker", "tests.cpu_hog")
     if os.path.exists(os.path.join(os.path.dirname(__file__), name.split(".")[1] + ".py"))
 ]
