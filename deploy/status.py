@@ -13,6 +13,11 @@ from pathlib import Path
 
 MARKER = "VMROC1 "
 
+# The guest's canaries (deploy/guest/init.sh): 4 KiB it wrote once and checks every
+# second; each check that finds them changed adds 1 to ``disk_bad`` or ``mem_bad``.
+DISK_CANARY_OFFSET = 16 << 20  # byte offset in /dev/vda, right after the disk worker's area
+MEM_CANARY_MARKER = b"vmroc-canary name="  # starts the memory canary's page-cache page
+
 
 @dataclass(frozen=True)
 class StatusLine:

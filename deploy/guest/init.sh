@@ -51,8 +51,25 @@ http_client() { # GET the peer's page once a second
     done
 }
 
+# Canaries: data the guest wrote once and checks every second, so a corruption the host
+# makes shows from inside. The disk canary is the 4 KiB block right after the worker's
+# 16 MiB (byte offset 16777216); the memory canary is a 4 KiB tmpfs file, a page-cache
+# page in RAM beginning with "vmroc-canary name=NAME boot=BOOT".
+canary_page() { # 4096 bytes: the marker line, then dots
+    cp_head="vmroc-canary name=$NAME boot=$1"
+    printf '%s\n' "$cp_head"; cp_n=$((${#cp_head} + 1))
+    while [ $((cp_n + 64)) -le 4096 ]; do
+        printf '................................................................'
+        cp_n=$((cp_n + 64))
+    done
+    while [ $cp_n -lt 4096 ]; do printf .; cp_n=$((cp_n + 1)); done
+}
+
 disk_worker() { # write 64 KiB then read it back, direct I/O, once a second
-    ok=0; err=0; i=0
+    ok=0; err=0; i=0; bad=0
+    canary_page disk > /tmp/disk.canary
+    dd if=/tmp/disk.canary of=/dev/vda bs=4096 count=1 seek=4096 oflag=direct conv=fsync 2>/dev/null
+    want=$(md5sum < /tmp/disk.canary); rm -f /tmp/disk.canary
     while :; do
         off=$(((i % 256) * 16)); i=$((i + 1))
         if dd if=/dev/urandom of=/dev/vda bs=4096 count=16 seek=$off oflag=direct conv=fsync 2>/dev/null &&
@@ -61,7 +78,11 @@ disk_worker() { # write 64 KiB then read it back, direct I/O, once a second
         else
             err=$((err + 1))
         fi
-        echo "$ok $err" > /tmp/disk
+        if dd if=/dev/vda of=/tmp/disk.canary bs=4096 count=1 skip=4096 iflag=direct 2>/dev/null &&
+           [ "$(md5sum < /tmp/disk.canary)" != "$want" ]; then
+            bad=$((bad + 1))  # read fine, but other bytes: a failed read is disk_err's
+        fi
+        echo "$ok $err $bad" > /tmp/disk
         sleep 1
     done
 }
@@ -203,14 +224,16 @@ etcd_client() { # write its own key, read it back (linearizable), ask the member
     done
 }
 
-echo "0 0 0" > /tmp/http; echo "0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
+echo "0 0 0" > /tmp/http; echo "0 0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0 0 0 0 0 0 0 0 0 0" > /tmp/etcd
 if [ "$WORKLOAD" = etcd ]; then etcd_member & etcd_client & fi
 [ -n "$PEER" ] && http_client &
 [ -b /dev/vda ] && disk_worker &
 cpu_worker &
 
 # the status loop runs as PID 1 and never exits
-http="0 0 0"; disk="0 0"; cpu=0; etcd="0 0 0 0 0 0 0 0 0 0 0"; beat=0
+read -r boot _ < /proc/uptime
+canary_page "$boot" > /tmp/mem.canary; mem_want=$(md5sum < /tmp/mem.canary); mem_bad=0
+http="0 0 0"; disk="0 0 0"; cpu=0; etcd="0 0 0 0 0 0 0 0 0 0 0"; beat=0
 while :; do
     beat=$((beat + 1))
     # a kernel log line written from inside, for checks of the log read from RAM
@@ -242,7 +265,8 @@ while :; do
         line="$line etcd_acked=$7 etcd_rok=$8 etcd_rerr=$9 etcd_back=${10} etcd_arev=${11}"
     fi
     set -- $http; line="$line http_ok=$1 http_err=$2 http_ms=$3"
-    set -- $disk; line="$line disk_ok=$1 disk_err=$2 cpu_ops=$cpu"
+    [ "$(md5sum < /tmp/mem.canary)" = "$mem_want" ] || mem_bad=$((mem_bad + 1))
+    set -- $disk; line="$line disk_ok=$1 disk_err=$2 disk_bad=$3 mem_bad=$mem_bad cpu_ops=$cpu"
     echo "$line"
     sleep 1
 done

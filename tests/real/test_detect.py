@@ -57,6 +57,13 @@ def test_faults_become_anomalies_of_the_right_guest(lab, broker, tmp_path):
                      ledger)
         a2 = anomaly_after(broken.t_start)
         assert "log_errors/s" in a2.features, a2
+        # g3 neither serves g2 nor calls it (every guest calls g1, g1 calls g2): while g2
+        # is broken and just after, it must stay quiet
+        time.sleep(5)
+        windows = [(f.t_start, f.t_start + f.spec.duration + 5) for f in (paused, broken)]
+        bystander = [a for a in seen if a.guest == "g3"
+                     and any(lo <= a.onset <= hi for lo, hi in windows)]
+        assert not bystander, bystander
     finally:
         stop.set()
         for t in threads:

@@ -5,7 +5,9 @@ ledger on a real Kafka broker. Destructive kinds: test_inject_destructive.py."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 
 import pytest
 
+from vmroc.deploy.status import DISK_CANARY_OFFSET, MEM_CANARY_MARKER
 from vmroc.inject import FaultSpec, Ledger, TargetError, apply, run
 from vmroc.inject.lease import leases
 
@@ -53,6 +56,8 @@ def assert_normal(lab, names, timeout=40):
                                  and s["disk_ok"] > first["disk_ok"]
                                  and s["cpu_ops"] > first["cpu_ops"])
         assert line["up"] > first["up"]
+        assert (line["disk_bad"], line["mem_bad"]) == (first["disk_bad"], first["mem_bad"]), \
+            f"{name}: a canary changed"
 
 
 @pytest.mark.parametrize("kind", list(CASES))
@@ -68,10 +73,49 @@ def test_kind_bites_and_is_reverted(lab, kind, tmp_path):
     assert observed["fault_id"] == fault.id and observed["kind"] == kind
     assert observed["target"]["guests"] == guests and observed["evidence"]
     assert r["recovered"], f"{kind}: not back to baseline: {fault.recovery}"
-    assert r["entries"][2]["evidence"]["time_to_recover"] >= 0
+    back = r["entries"][2]["evidence"]  # every target was watched until its counters ran
+    assert set(guests) <= set(back["guests"]) == set(back["checked"]), back
+    assert all(back["checked"].values()), back
+    # two status lines after the teardown at least (the guest prints one a second)
+    assert 0.9 <= back["time_to_recover"] == max(back["guests"].values()), back
     assert [e.phase for e in ledger.events(fault.id)] == phases     # JSONL has them too
     assert fault.id not in {lease.fault_id for lease in leases()}
     assert_normal(lab, [g.name for g in lab.guests])
+
+
+def mem_canary_page(guest) -> int:
+    """Guest physical address of ``guest``'s memory canary: the page-aligned page in its
+    RAM file that begins with the canary's marker line of this boot (the newest boot's
+    marker wins if an older page was not reused yet)."""
+    marker = re.compile(re.escape(MEM_CANARY_MARKER + guest.name.encode())
+                        + rb" boot=([0-9.]+)\n")
+    with open(guest.ram_path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        pages = [(float(x.group(1)), x.start()) for x in marker.finditer(m)
+                 if x.start() % 4096 == 0]
+    assert pages, f"{guest.name}: no memory canary page in its RAM"
+    return max(pages)[1]
+
+
+@pytest.mark.parametrize("kind", ["disk-corrupt", "mem-bitflip"])
+def test_a_corruption_shows_inside_the_guest_until_healed(lab, kind, tmp_path):
+    """The guest itself notices: its canary's checksum fails while the fault is applied
+    and passes again once the fault's teardown put the original bytes back."""
+    g = lab.guest("g2")
+    if kind == "disk-corrupt":
+        counter, spec = "disk_bad", FaultSpec(kind, {"guests": ["g2"], "addr": [
+            DISK_CANARY_OFFSET + 1024, 16]}, duration=6, seed=2)
+    else:
+        counter, spec = "mem_bad", FaultSpec(kind, {"guests": ["g2"], "addr": [
+            mem_canary_page(g) + 1024, 1024]}, {"count": 3}, duration=6, seed=2)
+    before = g.wait_for_status(30)
+    ledger = Ledger(tmp_path / "ledger.jsonl", kafka=False)
+    with apply(spec, lab, ledger):
+        bad = g.wait_for_status(30, where=lambda s: s[counter] > before[counter])
+    healed = g.wait_for_status(30, where=lambda s: s["up"] > bad["up"] + 2)
+    later = g.wait_for_status(30, where=lambda s: s["up"] > healed["up"] + 3)
+    assert later[counter] == healed[counter], f"{kind}: the guest still reads it corrupted"
+    other = "mem_bad" if counter == "disk_bad" else "disk_bad"
+    assert later[other] == before[other], f"{kind} changed the other canary too"
 
 
 def test_two_faults_at_once_on_two_guests(lab, tmp_path):

@@ -152,3 +152,23 @@ def test_a_qemu_that_accepts_but_never_greets_is_a_one_line_error_not_a_hang(tmp
         assert "does not answer" in str(errors[0])
     finally:
         server.close()
+
+
+def test_the_guests_canary_page_is_one_page_that_begins_with_the_marker():
+    """deploy/guest/init.sh's ``canary_page``, run by the guest's own shell: the host finds
+    the memory canary by this marker at a page boundary, so it must open the page."""
+    import subprocess
+    from pathlib import Path
+
+    from vmroc.deploy.image import BUSYBOX
+    from vmroc.deploy.status import MEM_CANARY_MARKER
+
+    assert BUSYBOX.exists(), f"{BUSYBOX} (the guest's shell) is missing: bash deploy/setup.sh"
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "guest" / "init.sh").read_text()
+    start = text.index("canary_page() {")
+    body = text[start:text.index("\n}\n", start) + 3]
+    page = subprocess.run([str(BUSYBOX), "sh", "-c", f"NAME=g2\n{body}\ncanary_page 12.5"],
+                          capture_output=True, check=True, timeout=30).stdout
+    assert len(page) == 4096
+    assert page.startswith(MEM_CANARY_MARKER + b"g2 boot=12.5\n")
+    assert set(page[page.index(b"\n") + 1:]) == {ord(".")}
