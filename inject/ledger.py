@@ -89,8 +89,14 @@ class Ledger:
                     log.warning("fault ledger %s ended in a torn line; kept apart from "
                                 "%s %s", self.path, event.fault_id, event.phase)
                     line = b"\n" + line
-                os.write(fd, line)
-                os.fsync(fd)
+                try:
+                    done = 0
+                    while done < len(line):  # a full disk may take part of it only
+                        done += os.write(fd, line[done:])
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)  # no torn line of ours left behind
+                    raise
             finally:
                 os.close(fd)
         except OSError as exc:

@@ -209,6 +209,35 @@ def test_ledger_survives_a_writer_killed_mid_line(tmp_path):
     assert Ledger(path, producer=FakeProducer()).flush() == 0   # nothing sent twice
 
 
+def test_a_full_disk_fails_the_record_and_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A full disk takes part of an append, then refuses the rest (ENOSPC): ``record``
+    raises a one-line LedgerError and cuts its own part off, so the file keeps only the
+    events recorded before it and the next one after the disk is freed is whole."""
+    import errno
+
+    from vmroc.inject import LedgerError
+
+    path = tmp_path / "l.jsonl"
+    led = Ledger(path, kafka=False)
+    led.record(_ev())
+    real_write, calls = os.write, []
+
+    def full_disk(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, data[:10])   # the last free bytes
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(LedgerError, match="No space left on device"):
+        led.record(_ev("recovered"))
+    monkeypatch.setattr(os, "write", real_write)
+    assert calls[1] == calls[0] - 10        # the rest was tried, not dropped
+    led.record(_ev("recovered"))
+    assert path.read_bytes().count(b"\n") == 2
+    assert [e.phase for e in Ledger(path, kafka=False).events()] == ["injected", "recovered"]
+
+
 def test_ledger_without_kafka_keeps_everything_local(tmp_path):
     led = Ledger(tmp_path / "l.jsonl", kafka=False)
     led.record(_ev())
