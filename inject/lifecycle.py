@@ -30,7 +30,15 @@ from vmroc.deploy.status import StatusTimeline
 from vmroc.errors import VmrocError
 from vmroc.events import to_dict
 
-from .errors import ApplyError, FaultStateError, InjectError, SpecError, TargetError, TeardownError
+from .errors import (
+    ApplyError,
+    FaultStateError,
+    InjectError,
+    LedgerError,
+    SpecError,
+    TargetError,
+    TeardownError,
+)
 from .failover import measure as measure_failover
 from .fault import Fault, SerialMark, rate
 from .lease import Lease
@@ -125,6 +133,7 @@ class AppliedFault:
         self._torn_down = False
         self._timeline: StatusTimeline | None = None
         self.restarted: list[str] = []   # wedged or panicked targets relaunched
+        self.unrecorded: list[str] = []  # phases the ledger could not write (disk full)
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -145,7 +154,14 @@ class AppliedFault:
     def _record(self, phase: str, evidence: Any = None, ts: float | None = None):
         ev = event(self.id, self.kind.name, self.kind.level, phase, self._target(),
                    self.fault.params, evidence, ts, campaign=self.campaign)
-        self.entries.append(self.ledger.record(ev))
+        try:
+            self.entries.append(self.ledger.record(ev))
+        except LedgerError as exc:
+            # the fault's own life goes on (its teardown above all): a ledger that cannot
+            # write (a full disk) must not leave a fault applied
+            self.unrecorded.append(phase)
+            self.entries.append(ev)
+            self.fault.log.error("%s: %s not recorded: %s", self.id, phase, exc)
         return ev
 
     def _require(self, wanted: str) -> None:
@@ -193,7 +209,10 @@ class AppliedFault:
                                  guest=getattr(err, "guest", None)) from exc
             raise
         self.apply_s = time.monotonic() - t0
-        self.lease.update(phase="active", state=fx.state)
+        try:
+            self.lease.update(phase="active", state=fx.state)
+        except LedgerError as exc:  # the lease as saved before the invoke still heals it
+            self.fault.log.error("%s: lease not updated: %s", self.id, exc)
         self._record("injected", {"mechanism": self.kind.mechanism, "state": _small(fx.state),
                                   "apply_s": round(self.apply_s, 3)}, ts=self.t_start)
         return self
@@ -349,7 +368,8 @@ class AppliedFault:
                 "evidence": self.evidence, "apply_s": _r(self.apply_s),
                 "held_s": _r(self.held_s), "recovered": self.recovered,
                 "time_to_recover": _r(self.time_to_recover),
-                "entries": [to_dict(e) for e in self.entries]}
+                "entries": [to_dict(e) for e in self.entries],
+                **({"unrecorded": self.unrecorded} if self.unrecorded else {})}
 
 
 def _small(state: dict) -> dict:

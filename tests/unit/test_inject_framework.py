@@ -315,6 +315,24 @@ def _fault(tmp_path, **params):
     return AppliedFault(fx, Ledger(tmp_path / "l.jsonl", kafka=False), lease_dir=tmp_path)
 
 
+def test_a_ledger_that_cannot_write_leaves_no_fault_applied(tmp_path, monkeypatch):
+    """The disk under the ledger fills while a fault is applied: every phase fails to be
+    recorded (logged, listed in the result), and the fault is still reverted on exit."""
+    from vmroc.inject import LedgerError
+
+    f = _fault(tmp_path)
+
+    def full(event, send=True):
+        raise LedgerError("cannot write the fault ledger l.jsonl: No space left on device")
+
+    monkeypatch.setattr(f.ledger, "record", full)
+    with f:
+        assert APPLIED.get(f.id)
+        f.hold()
+    assert f.id not in APPLIED and not (tmp_path / f"{f.id}.json").exists()
+    assert f.result()["unrecorded"] == ["injected", "effect-observed", "recovered"]
+
+
 def test_runner_applies_verifies_and_reverts(tmp_path):
     f = _fault(tmp_path)
     with f:
