@@ -74,6 +74,7 @@ class Ledger:
         self._tail_checked = False
         self.last_error: str | None = None
         self.skipped = 0  # bad (torn) lines passed over when sending
+        self._acked_to = 0  # acknowledged up to here (also when .sent cannot be written)
 
     # -- writing -----------------------------------------------------------------------
     def record(self, event: FaultEvent, send: bool = True) -> FaultEvent:
@@ -103,7 +104,11 @@ class Ledger:
             raise LedgerError(f"cannot write the fault ledger {self.path}: {exc}") from exc
         log.info("ledger %s %s %s", event.fault_id, event.kind, event.phase)
         if send and time.monotonic() >= self._down_until:
-            self.flush(RECORD_WAIT)
+            try:
+                self.flush(RECORD_WAIT)
+            except OSError as exc:  # recorded is what counts; sending is tried again
+                log.warning("fault ledger: %s %s recorded, not sent yet (%s)",
+                            event.fault_id, event.phase, exc)
         return event
 
     def events(self, fault_id: str | None = None) -> list[FaultEvent]:
@@ -125,10 +130,13 @@ class Ledger:
 
     # -- sending -----------------------------------------------------------------------
     def _sent_offset(self) -> int:
+        """Where the acknowledged part of the file ends: the ``.sent`` file, or further if
+        this process could not write it (a full disk)."""
         try:
-            return int(self.sent_path.read_text().strip() or 0)
+            on_disk = int(self.sent_path.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
-            return 0
+            on_disk = 0
+        return max(on_disk, self._acked_to)
 
     def pending(self) -> int:
         """Events in the local file not yet acknowledged by Kafka."""
@@ -286,9 +294,15 @@ class Ledger:
                     self.pending(), str(exc) or type(exc).__name__, self.path)
 
     def _mark_sent(self, offset: int) -> None:
+        self._acked_to = max(self._acked_to, offset)
         tmp = self.sent_path.with_suffix(".tmp")
-        tmp.write_text(str(offset))
-        os.replace(tmp, self.sent_path)
+        try:
+            tmp.write_text(str(offset))
+            os.replace(tmp, self.sent_path)
+        except OSError as exc:  # e.g. a full disk: this process remembers; a later one
+            # finds the events on the topic already (the first flush's tail check)
+            log.warning("fault ledger: cannot mark %s sent up to %d (%s)", self.path,
+                        offset, exc)
 
     def close(self) -> None:
         """Send what is unsent (unless Kafka failed less than ``RETRY_AFTER`` s ago) and

@@ -152,6 +152,11 @@ def heal_lease(lease: Lease, ledger: Ledger | None = None,
         return out
     say(f"{lease.fault_id}: {kind.name} on {','.join(spec.guests)} reverted")
     ledger = ledger if ledger is not None else Ledger()
+    if any(e.phase == "recovered" for e in ledger.events(lease.fault_id)):
+        # its owner recorded the recovery and was stopped before it dropped the lease
+        lease.remove()
+        out["recovery"] = {"recorded_by_owner": True}
+        return out
     evidence: dict[str, Any] = {"healed_by": "vmroc inject heal",
                                 "owner_pid": data.get("owner_pid"), "pid": os.getpid()}
     if out.get("restarted"):

@@ -386,6 +386,40 @@ def test_heal_reverts_leases_of_dead_owners_only(tmp_path):
     assert leases(tmp_path) == [] or not done[0]["healed"]
 
 
+def test_heal_does_not_record_a_recovery_its_owner_recorded(tmp_path):
+    """The owner recorded ``recovered`` and was killed before it dropped the lease: heal
+    reverts again (idempotent) and drops the lease, without a second ``recovered``."""
+    f = _fault(tmp_path)
+    f.start()
+    f.ledger.record(event(f.id, "test-fake", "cpu", "recovered", {"guests": ["g1"]}, {}))
+    Lease.load(tmp_path / f"{f.id}.json").update(owner_pid=999999999)
+    done = heal(directory=tmp_path, ledger=f.ledger)
+    assert done[0]["healed"] and done[0]["recovery"] == {"recorded_by_owner": True}
+    assert leases(tmp_path) == []
+    assert [e.phase for e in f.ledger.events(f.id)] == ["injected", "recovered"]
+    APPLIED.pop(f.id, None)
+
+
+def test_a_sent_mark_the_disk_refuses_sends_nothing_twice(tmp_path, monkeypatch):
+    """``.sent`` cannot be written (a full disk): recording goes on, and the acknowledged
+    events are not sent again by the same ledger."""
+    real = Path.write_text
+
+    def full(self, *a, **kw):
+        if self.name.endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    prod = FakeProducer()
+    led = Ledger(tmp_path / "l.jsonl", producer=prod)
+    led.record(_ev())
+    led.record(_ev("recovered"))
+    led.flush()
+    assert [e.phase for e in prod.sent] == ["injected", "recovered"]
+    assert led.pending() == 0
+
+
 # -- CLI ---------------------------------------------------------------------------------
 def vmroc(*args, env=None):
     return subprocess.run([sys.executable, "-m", "vmroc.cli", *args], capture_output=True,
