@@ -35,6 +35,14 @@ offsets polled each second during the run) and prints one table:
   commits are not below them (not re-read from the beginning); serve's stored history has
   no hole where the topic has samples (nothing skipped).
 
+Two mishaps besides the kills, once each, a third and two thirds into the run (after
+kill N/3 and 2N/3 with --kills): **a guest dies** under the sampler (its QEMU SIGKILLed,
+launched again 3-6 s later; the sampler must go on and read it again once it booted),
+and **the disk of vmroc's state fills up**: the ledger JSONL, the leases and serve's
+store live on a small tmpfs of their own (``state/``, 64 MiB), which a filler file
+fills for 5-10 s (writes fail with ENOSPC; nothing recorded before may be lost, no fault
+left applied, and everything goes on once it is freed). Needs root for the mount.
+
 ``--quick``: 2 minutes (what the test suite may run). Own lab `nemesis` (3 guests, web
 workload) unless --lab names a running one; it is taken down at the end unless given.
 """
@@ -275,8 +283,9 @@ def run(args) -> dict[str, Any]:
             lab = Lab.up(3, name=lab_name, progress=say)
     elif not lab.is_up:
         raise SystemExit(f"lab {lab_name} is not up")
-    env = dict(os.environ, VMROC_LEDGER=str(run_dir / "ledger.jsonl"), VMROC_LAB=lab_name,
-               PYTHONUNBUFFERED="1")
+    state = mount_state(run_dir)
+    env = dict(os.environ, VMROC_LEDGER=str(state / "ledger.jsonl"), VMROC_LAB=lab_name,
+               VMROC_LEASES=str(state / "leases"), PYTHONUNBUFFERED="1")
     broker = BrokerProc(run_dir / "kafka", run_dir, env)
     env["VMROC_KAFKA"] = broker.bootstrap
     env.pop("VMROC_KAFKA_AUTOSTART", None)
@@ -286,7 +295,7 @@ def run(args) -> dict[str, Any]:
         "broker": broker,
         "recorder": Proc("recorder", vmroc_cmd("record", "-o", str(run_dir / "recording.jsonl"),
                                                "--lab", lab_name), run_dir, env),
-        "serve": Proc("serve", vmroc_cmd("serve", "--db", f"sqlite:///{run_dir / 'serve.db'}",
+        "serve": Proc("serve", vmroc_cmd("serve", "--db", f"sqlite:///{state / 'serve.db'}",
                                          "--port", str(serve_port), "--lab", lab_name),
                       run_dir, env),
         "detect": Proc("detect", vmroc_cmd("detect"), run_dir, env),
@@ -298,6 +307,8 @@ def run(args) -> dict[str, Any]:
     }
     kills: list[dict[str, Any]] = []
     heals: list[dict[str, Any]] = []
+    mishaps: dict[str, dict[str, Any]] = {}
+    side = random.Random(args.seed + 1)   # the mishaps' draws leave the kills' alone
     campaign_runs = Counter()
     watch = OffsetWatch(broker.bootstrap)
     rng = random.Random(args.seed)
@@ -353,6 +364,19 @@ def run(args) -> dict[str, Any]:
             if victim == "broker":
                 kill["broker_ready_s"] = round(broker.ready_s[-1], 2)
             kills.append(kill)
+            third = (len(kills) / args.kills if args.kills
+                     else (time.monotonic() - (deadline - args.minutes * 60))
+                     / (args.minutes * 60))
+            if third >= 1 / 3 and "guest_death" not in mishaps:
+                mishaps["guest_death"] = guest_death(lab, side)
+            if third >= 2 / 3 and "disk_full" not in mishaps:
+                mishaps["disk_full"] = disk_full(state, side, env, lab_name)
+        for name in ("guest_death", "disk_full"):   # a run cut short still has both
+            if name not in mishaps:
+                mishaps[name] = (guest_death(lab, side) if name == "guest_death"
+                                 else disk_full(state, side, env, lab_name))
+        dead = lab.guest(mishaps["guest_death"]["guest"])
+        dead.wait_for_status(240, where=lambda line: line["http_ok"] >= 1)
         say(f"nemesis over: {len(kills)} kills in {(time.time() - t_start) / 60:.1f} min")
         finish(procs, heals, env, lab_name, broker)
         t_end = time.time()
@@ -362,14 +386,16 @@ def run(args) -> dict[str, Any]:
             "t_end": t_end, "launches": {n: p.launches for n, p in procs.items()},
             "exits": {n: p.exits for n, p in procs.items()}, "lab": lab_name,
             "port": broker.port, "controller_port": broker.controller_port,
-            "campaign_runs": campaign_runs, "seed": args.seed}, default=str))
+            "campaign_runs": campaign_runs, "seed": args.seed, "mishaps": mishaps},
+            default=str))
         report = check(run_dir, lab, procs, kills, heals, watch.history, broker, t_start,
-                       t_end)
+                       t_end, mishaps)
     finally:
         watch.stop.set()
         for name in ("campaign", "sampler", "detect", "rca", "serve", "recorder"):
             procs[name].stop(signal.SIGTERM, timeout=60)
         broker.stop()
+        unmount_state(run_dir, state)
         if own_lab and not args.keep_lab:
             lab.down()
     report.update({"seed": args.seed, "minutes": round((t_end - t_start) / 60, 1),
@@ -377,6 +403,84 @@ def run(args) -> dict[str, Any]:
                    "run_dir": str(run_dir)})
     (run_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+# -- the mishaps -------------------------------------------------------------------------
+STATE_MB = 64
+STATE_FILES = ("ledger.jsonl", "serve.db", "leases")
+
+
+def mount_state(run_dir: Path) -> Path:
+    """A small tmpfs (``run_dir/state``) for vmroc's own state: the ledger JSONL, the
+    leases, serve's store; the run directory's names for them point into it."""
+    state = run_dir / "state"
+    state.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={STATE_MB}m", "vmroc-state",
+                           str(state)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"bench_resilience: cannot mount a tmpfs on {state} (needs root): "
+                         f"{done.stderr.strip()}")
+    (state / "leases").mkdir()
+    for name in STATE_FILES:
+        if (run_dir / name).is_dir() and not (run_dir / name).is_symlink():
+            import shutil
+            shutil.rmtree(run_dir / name)
+        (run_dir / name).unlink(missing_ok=True)
+        (run_dir / name).symlink_to(state / name)
+    return state
+
+
+def unmount_state(run_dir: Path, state: Path) -> None:
+    """The state's files copied into the run directory (for --keep), then unmounted."""
+    import shutil
+    for name in STATE_FILES:
+        link = run_dir / name
+        if link.is_symlink():
+            link.unlink()
+            if (state / name).is_dir():
+                shutil.copytree(state / name, link)
+            elif (state / name).exists():
+                shutil.copy2(state / name, link)
+    subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def guest_death(lab, rng: random.Random) -> dict[str, Any]:
+    """One guest's QEMU SIGKILLed under the sampler, launched again 3-6 s later."""
+    g = rng.choice(lab.guests)
+    delay = rng.uniform(3, 6)
+    t_kill = time.time()
+    g.kill()
+    say(f"guest {g.name} killed (kill -9 of its QEMU); launched again in {delay:.1f} s")
+    time.sleep(delay)
+    g.launch()
+    return {"guest": g.name, "t_kill": t_kill, "t_launch": time.time(),
+            "delay_s": round(delay, 2)}
+
+
+def disk_full(state: Path, rng: random.Random, env: dict, lab_name: str) -> dict[str, Any]:
+    """The state tmpfs filled to the last byte for 5-10 s, then freed. Meanwhile a user
+    injects a fault by hand: it must be refused in one line, nothing applied."""
+    hold = rng.uniform(5, 10)
+    filler = state / "filler"
+    written = 0
+    t_full = time.time()
+    try:
+        with open(filler, "wb") as f:
+            while True:
+                written += f.write(b"\0" * (1 << 20))
+                f.flush()
+    except OSError:
+        pass   # ENOSPC: full
+    say(f"state disk full ({written >> 20} MiB filler); freed in {hold:.1f} s")
+    by_hand = subprocess.run(vmroc_cmd("inject", "net-delay", "--guest", "g3", "--duration",
+                                       "2", "--name", lab_name, "--json"),
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    time.sleep(max(0.0, t_full + hold - time.time()))
+    filler.unlink(missing_ok=True)
+    return {"t_full": t_full, "t_freed": time.time(), "filler_mb": written >> 20,
+            "hold_s": round(hold, 2),
+            "inject_by_hand": {"code": by_hand.returncode,
+                               "stderr": by_hand.stderr.strip().splitlines()}}
 
 
 def heal(heals: list, env: dict, lab_name: str, after: str) -> dict[str, Any]:
@@ -464,11 +568,11 @@ def read_topic(servers: str, topic: str) -> list:
     return out
 
 
-def left_applied(lab) -> list[str]:
+def left_applied(lab, lease_dir: Path | None = None) -> list[str]:
     """What a fault could have left behind, by the mechanisms the kinds use (see
     tests/real/test_inject.py): empty when everything was reverted."""
     from vmroc.inject.lease import leases
-    out = [f"lease {x.fault_id} ({x.data.get('kind')})" for x in leases()
+    out = [f"lease {x.fault_id} ({x.data.get('kind')})" for x in leases(lease_dir)
            if x.data.get("lab") == lab.name]
     for g in lab.guests:
         state = g.state()
@@ -522,8 +626,10 @@ def not_advancing(lab, timeout: float = 40) -> list[str]:
 
 
 def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: list,
-          broker: BrokerProc, t_start: float, t_end: float) -> dict[str, Any]:
+          broker: BrokerProc, t_start: float, t_end: float,
+          mishaps: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The histories against each other (see the module's docstring)."""
+    mishaps = mishaps or {}
     from sqlalchemy import create_engine, text
 
     from vmroc.inject.ledger import Ledger
@@ -531,13 +637,14 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
     servers = broker.bootstrap
     rep: dict[str, Any] = {}
     # faults left applied
-    leftover = left_applied(lab)
+    leftover = left_applied(lab, run_dir / "leases" if (run_dir / "leases").is_dir() else None)
     rep["left_applied"] = leftover + not_advancing(lab)
     rep["faults_healed"] = sum(ok for h in heals for _, ok in h["healed"])
     rep["heal_failures"] = [h for h in heals if h["code"] != 0]
 
     # the ledger: JSONL vs vmroc.faults vs serve's store
-    jsonl = Ledger(run_dir / "ledger.jsonl", kafka=False).events()
+    ledger_file = Ledger(run_dir / "ledger.jsonl", kafka=False)
+    jsonl = ledger_file.events()
     local = Counter((e.fault_id, e.phase) for e in jsonl)
     faults_msgs = read_topic(servers, "vmroc.faults")
     on_bus = Counter((m.event.fault_id, m.event.phase) for m in faults_msgs)
@@ -548,6 +655,16 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
         for guest, ts in db.execute(text("SELECT guest, ts FROM history ORDER BY ts")):
             hist[guest].append(ts)
     engine.dispose()
+    full = mishaps.get("disk_full")
+    if full:
+        lines = [x for x in (run_dir / "ledger.jsonl").read_bytes().splitlines() if x.strip()]
+        rep["disk_full"] = {
+            "hold_s": full["hold_s"], "filler_mb": full["filler_mb"],
+            "ledger_lines_unreadable": len(lines) - len(jsonl),
+            "inject_by_hand": full["inject_by_hand"],
+            "exits_meanwhile": {n: len([e for e in p.exits
+                                        if full["t_full"] <= e["t"] <= full["t_freed"] + 10])
+                                for n, p in procs.items() if n != "broker"}}
     rep["ledger"] = {
         "events": sum(local.values()), "faults": len({f for f, _ in local}),
         "twice_in_jsonl": sorted(k for k, n in local.items() if n > 1),
@@ -597,6 +714,17 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
     rep["samples"]["seq_holes"] = holes
     for ts in by_guest.values():
         ts.sort()
+    # the guest that died: down from its kill until the sampler read it again
+    death = mishaps.get("guest_death")
+    dead_window: tuple[float, float] | None = None
+    if death:
+        again = [t for t in by_guest.get(death["guest"], []) if t > death["t_launch"]]
+        dead_window = (death["t_kill"] - 1, again[0] + 1 if again else t_end + 60)
+        rep["guest_death"] = {
+            "guest": death["guest"], "down_s": round(death["t_launch"] - death["t_kill"], 2),
+            "read_again_s": round(again[0] - death["t_launch"], 2) if again else None,
+            "sampler_exits": [e for e in procs["sampler"].exits
+                              if death["t_kill"] <= e["t"] <= dead_window[1]]}
     kill_gaps = []
     stream_kills = [k["t_kill"] for k in kills if k["victim"] in ("sampler", "broker")]
     for k in kills:
@@ -606,7 +734,10 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
         until = min([k["t_launch"] + 30] + [t for t in stream_kills if t > k["t_kill"]])
         row = {"victim": k["victim"], "t_kill": k["t_kill"], "delay_s": k["delay_s"]}
         gaps, restarts, ok = [], [], True
-        for ts in by_guest.values():
+        for guest, ts in by_guest.items():
+            if (death and guest == death["guest"]
+                    and dead_window[0] <= k["t_kill"] <= dead_window[1] + 30):
+                continue  # a dead (or just booted) guest's gap is its own
             before = [t for t in ts if t < k["t_kill"]]
             after = [t for t in ts if t > k["t_kill"]]
             if not before or not after:
@@ -636,7 +767,8 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
     unexplained = []
     for guest, ts in by_guest.items():
         for a, b in zip(ts, ts[1:]):
-            if b - a > GAP_S and not any(x <= b and a <= y for x, y in explained):
+            mine = explained + ([dead_window] if death and guest == death["guest"] else [])
+            if b - a > GAP_S and not any(x <= b and a <= y for x, y in mine):
                 unexplained.append({"guest": guest, "from": round(a, 2),
                                     "gap_s": round(b - a, 2)})
     rep["samples"]["unexplained_gaps"] = unexplained
@@ -707,6 +839,15 @@ def check(run_dir: Path, lab, procs: dict, kills: list, heals: list, offsets: li
         "consumers_not_resumed": sum(not r["resumed"] for r in resumes),
         "serve_skipped": len(skipped),
     }
+    if "guest_death" in rep:
+        gd = rep["guest_death"]
+        s = rep["summary"]
+        s["dead_guest_read_again_s"] = gd["read_again_s"]
+        s["sampler_exits_with_dead_guest"] = len(gd["sampler_exits"])
+    if "disk_full" in rep:
+        rep["summary"]["ledger_lines_unreadable"] = rep["disk_full"]["ledger_lines_unreadable"]
+        rep["summary"]["exits_while_disk_full"] = sum(
+            rep["disk_full"]["exits_meanwhile"].values())
     return rep
 
 
@@ -729,7 +870,7 @@ def check_again(run_dir: Path) -> dict[str, Any]:
     broker.launch()
     try:
         rep = check(run_dir, Lab(h["lab"]), procs, h["kills"], h["heals"], offsets, broker,
-                    h["t_start"], h["t_end"])
+                    h["t_start"], h["t_end"], h.get("mishaps"))
     finally:
         broker.stop()
     rep.update({"seed": h.get("seed"), "minutes": round((h["t_end"] - h["t_start"]) / 60, 1),
@@ -760,8 +901,15 @@ def print_table(rep: dict[str, Any]) -> None:
                        ("sampler_gaps_over_restart_plus_1s",
                         "sampler kills with gap > restart + 1 s"),
                        ("consumers_not_resumed", "consumer restarts not resumed"),
-                       ("serve_skipped", "holes in serve's history (skipped)")):
-        print(f"| {label} | {s[key]} |")
+                       ("serve_skipped", "holes in serve's history (skipped)"),
+                       ("dead_guest_read_again_s",
+                        "guest killed under the sampler: read again s after its launch"),
+                       ("sampler_exits_with_dead_guest", "sampler exits while a guest was dead"),
+                       ("ledger_lines_unreadable", "ledger JSONL lines unreadable (disk full)"),
+                       ("exits_while_disk_full", "processes that exited while the disk was "
+                        "full (started again)")):
+        if key in s:
+            print(f"| {label} | {s[key]} |")
     gaps = [g for g in rep["kill_gaps"] if g["victim"] == "sampler"]
     if gaps:
         print()

@@ -2,7 +2,8 @@
 nothing lost, nothing duplicated, nothing left applied. Asserts the histories the bench
 checks (ledger JSONL vs vmroc.faults vs serve's store, samples on the bus vs the
 recording and the sampler's sequence numbers, committed offsets across restarts, the
-lab's fault mechanisms after `vmroc inject heal`), never timings.
+lab's fault mechanisms after `vmroc inject heal`), never timings. Besides the kills, a
+guest dies under the sampler and the disk of vmroc's state fills up for a while.
 
 The bench runs its own Kafka broker (it kills it), so the session broker is untouched;
 the smoke campaign runs on the session lab (3 guests), whose faults are healed.
@@ -54,4 +55,14 @@ def test_kill9_every_process_loses_nothing(lab, tmp_path):
     assert sampler_gaps and all(g["ok"] for g in sampler_gaps), sampler_gaps
     assert [r for r in rep["resumes"] if not r["resumed"]] == [], rep["resumes"]
     assert rep["serve_skipped"] == [], rep["serve_skipped"]
+    # a guest killed under the sampler: the sampler went on and read it again once booted
+    death = rep["guest_death"]
+    assert death["read_again_s"] is not None and death["sampler_exits"] == [], death
+    # the state disk full for a while: the ledger file stays readable line by line (its
+    # events on the bus and in the store: checked above), nothing left applied
+    assert rep["disk_full"]["filler_mb"] > 0, rep["disk_full"]
+    assert rep["disk_full"]["ledger_lines_unreadable"] == 0, rep["disk_full"]
+    by_hand = rep["disk_full"]["inject_by_hand"]   # `vmroc inject` meanwhile: one line, no
+    assert by_hand["code"] != 0 and len(by_hand["stderr"]) == 1, by_hand   # fault applied
+    assert "No space left on device" in by_hand["stderr"][0], by_hand
     assert lab.is_up and all(g.state() == "running" for g in lab.guests)
