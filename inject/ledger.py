@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 30.0  # seconds record() leaves an unreachable broker alone
 RECORD_WAIT = 5.0   # seconds record() waits for the broker's acknowledgement
 TAIL_MARGIN = 500   # messages of other writers the first flush reads past on vmroc.faults
+SENDER_WAIT = 2.0   # seconds a flush waits for another process's flush to end
 
 
 def default_path() -> Path:
@@ -64,6 +65,8 @@ class Ledger:
         self._producer = producer
         self._down_until = 0.0
         self._producer_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one flush at a time in this process
+        self._sender = None  # the lock file, flocked while this ledger is the sender
         # sent, not yet acknowledged, oldest first: (file offset after the line, the
         # producer's future; None for a line that needs none)
         self._unacked: list[tuple[int, Any]] = []
@@ -177,7 +180,11 @@ class Ledger:
         if producer is None:
             return 0
         deadline = time.monotonic() + timeout
-        with self._file_lock():
+        with self._sending(min(timeout, SENDER_WAIT)) as sender:
+            if not sender:
+                log.info("fault ledger %s: another process is sending it; its next flush "
+                         "takes the %d unsent event(s)", self.path, self.pending())
+                return 0
             acked = self._settle(deadline)
             if self._unacked:  # the producer still retries some: lines sent now would go
                 return acked   # behind them, and twice if those failed and went again
@@ -238,12 +245,36 @@ class Ledger:
                  else ev) for end_, ev in lines]
 
     @contextlib.contextmanager
-    def _file_lock(self):
-        """Held while sending: one sender per ledger file (threads and processes)."""
-        self.lock_path.touch(exist_ok=True)
-        with open(self.lock_path, "r+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+    def _sending(self, wait: float):
+        """True while this ledger is the file's one sender (threads and processes; a
+        flock on the lock file). A ledger with events still in flight stays the sender
+        between its flushes, so another process cannot send them again meanwhile (it
+        would not find them on the topic yet); False after ``wait`` s: another process
+        is the sender, and its next flush takes every unsent line, ours too."""
+        with self._send_lock:
+            if self._sender is None:
+                lock = open(self.lock_path, "a+")
+                deadline = time.monotonic() + wait
+                while True:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            lock.close()
+                            lock = None
+                            break
+                        time.sleep(0.05)
+                if lock is None:
+                    yield False
+                    return
+                self._sender = lock
+            try:
+                yield True
+            finally:
+                if not self._unacked or self._producer is None:
+                    self._sender.close()   # releases the flock
+                    self._sender = None
 
     def _unsent_lines(self, offset: int) -> list[tuple[int, FaultEvent | None]]:
         """(offset after the line, its event; None for a blank or bad one) for each
@@ -317,8 +348,9 @@ class Ledger:
                 except Exception as exc:  # pragma: no cover - best effort on shutdown
                     log.warning("closing the ledger producer: %s", exc)
                 self._producer = None
-                with self._file_lock():
-                    self._settle(time.monotonic())  # what closing delivered is sent
+                with self._sending(SENDER_WAIT) as sender:
+                    if sender:
+                        self._settle(time.monotonic())  # what closing delivered is sent
 
     def __enter__(self) -> "Ledger":
         return self

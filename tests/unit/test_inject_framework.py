@@ -238,6 +238,55 @@ def test_a_full_disk_fails_the_record_and_leaves_no_torn_line(tmp_path, monkeypa
     assert [e.phase for e in Ledger(path, kafka=False).events()] == ["injected", "recovered"]
 
 
+class InFlightFuture:
+    """A send the producer still retries (the broker is restarting) until ``land()``."""
+
+    def __init__(self):
+        self.is_done = False
+
+    def land(self):
+        self.is_done = True
+
+    def get(self, timeout=None):
+        if not self.is_done:
+            raise TimeoutError("not acknowledged yet")
+
+
+class InFlightProducer(FakeProducer):
+    def __init__(self):
+        super().__init__()
+        self.futures = []
+
+    def send(self, ev):
+        self.sent.append(ev)
+        self.futures.append(InFlightFuture())
+        return self.futures[-1]
+
+
+def test_events_in_flight_are_not_sent_again_by_another_writer(tmp_path):
+    """Two processes record into one ledger file while the broker restarts: what the
+    first still has in flight is not sent again by the second (it is not on the topic
+    yet, so the second could not tell); the first, the sender until its events land,
+    sends the second's event with its next flush: each event once."""
+    path = tmp_path / "l.jsonl"
+    first, second = InFlightProducer(), FakeProducer()
+    a = Ledger(path, producer=first)
+    a.record(_ev("injected", fid="a"))                 # in flight, unacknowledged
+    b = Ledger(path, producer=second)
+    b.record(_ev("injected", fid="b"))
+    assert second.sent == [] and b.pending() == 2      # left to the sender
+    for f in first.futures:
+        f.land()
+    a._down_until = 0.0                                # past its retry pause
+    a.flush()
+    assert [e.fault_id for e in first.sent] == ["a", "b"]
+    first.futures[-1].land()
+    a.flush()
+    assert a.pending() == 0 and [e.fault_id for e in first.sent] == ["a", "b"]
+    b.close()
+    assert second.sent == []                           # nothing twice
+
+
 def test_ledger_without_kafka_keeps_everything_local(tmp_path):
     led = Ledger(tmp_path / "l.jsonl", kafka=False)
     led.record(_ev())
