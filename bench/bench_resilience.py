@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -423,7 +424,6 @@ def mount_state(run_dir: Path) -> Path:
     (state / "leases").mkdir()
     for name in STATE_FILES:
         if (run_dir / name).is_dir() and not (run_dir / name).is_symlink():
-            import shutil
             shutil.rmtree(run_dir / name)
         (run_dir / name).unlink(missing_ok=True)
         (run_dir / name).symlink_to(state / name)
@@ -432,7 +432,6 @@ def mount_state(run_dir: Path) -> Path:
 
 def unmount_state(run_dir: Path, state: Path) -> None:
     """The state's files copied into the run directory (for --keep), then unmounted."""
-    import shutil
     for name in STATE_FILES:
         link = run_dir / name
         if link.is_symlink():
