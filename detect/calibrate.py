@@ -32,8 +32,9 @@ def out_of_sample_abnormality(model, X, blocks: int = 4) -> list[np.ndarray]:
     X = np.asarray(X, dtype=float)
     out = []
     for held in np.array_split(np.arange(len(X)), blocks):
-        rest = np.setdiff1d(np.arange(len(X)), held)
-        out.append(-clone(model).fit(X[rest]).score_samples(X[held]))
+        lo, hi = (int(held[0]), int(held[-1]) + 1) if len(held) else (0, 0)
+        rest = np.concatenate([X[:lo], X[hi:]])
+        out.append(-clone(model).fit(rest).score_samples(X[lo:hi]))
     return out
 
 

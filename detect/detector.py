@@ -27,9 +27,9 @@ with each guest's features computed with numpy and its vectors scored in one mod
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import logging
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from .calibrate import calibrated_cut
 from .errors import BaselineError, DetectError
 from .featurize import Featurizer
 from .models import MODELS, RobustZScore
+from .pool import NormalPool
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class GuestDetector:
         self.baseline_s, self.confirm, self.clear = baseline_s, confirm, clear
         self.min_vectors, self.settle_s = min_vectors, settle_s
         self.refit_s, self.keep_s, self.learn_below = refit_s, keep_s, learn_below
-        self.normal: deque[tuple[float, list[float]]] = deque()  # judged normal since fit
+        self.normal = NormalPool()  # the vectors judged normal since the baseline
         self.fitted_at: float | None = None
         self.target_fa_per_hour = target_fa_per_hour
         self.featurizer = Featurizer()
@@ -98,8 +99,9 @@ class GuestDetector:
         self.cut: float | None = None  # calibrated abnormality cut (None: the model's own)
         self.log = log.getChild(guest)
         self.started: float | None = None
-        self.baseline: list[list[float]] = []
+        self.baseline: list[list[float]] = []  # collected; an array once fitted
         self.baseline_ts: list[float] = []
+        self._base: tuple[np.ndarray, np.ndarray] | None = None  # (times, vectors)
         self.fitted = False
         self.learned = False  # a baseline was learned once (silence counts from then on)
         self.refits = 0       # baselines learned again after a restart
@@ -113,7 +115,9 @@ class GuestDetector:
         if len(self.baseline) < self.min_vectors:
             raise BaselineError(f"guest {self.guest}: {len(self.baseline)} baseline vectors, "
                                 f"need {self.min_vectors}; sample longer or faster")
-        self._fit(np.asarray(self.baseline), self.baseline_ts)
+        self._base = (np.asarray(self.baseline_ts, dtype=float),
+                      np.asarray(self.baseline, dtype=float))
+        self._fit(self._base[1], self._base[0])
         self.fitted = self.learned = True
         how = "" if self.cut is None else \
             f"; threshold {self.cut:.2f} for {self.target_fa_per_hour:g} false alarms an hour"
@@ -122,16 +126,18 @@ class GuestDetector:
 
     def refit(self, now: float) -> None:
         """Learn normal again from the baseline and the recent vectors judged normal."""
-        while self.normal and self.normal[0][0] < now - self.keep_s:
-            self.normal.popleft()
-        ts = self.baseline_ts + [t for t, _ in self.normal]
-        self._fit(np.asarray(self.baseline + [x for _, x in self.normal]), ts)
+        self.normal.forget_before(now - self.keep_s)
+        ts, X = self._base
+        if len(self.normal):
+            kept_ts, kept = self.normal.arrays()
+            ts, X = np.concatenate([ts, kept_ts]), np.concatenate([X, kept])
+        self._fit(X, ts)
         self.log.debug("%s: normal learned again from %d vectors; threshold %s", self.guest,
                        len(ts), "-" if self.cut is None else f"{self.cut:.2f}")
 
-    def _fit(self, X: np.ndarray, ts: list[float]) -> None:
+    def _fit(self, X: np.ndarray, ts: np.ndarray) -> None:
         self._fits += 1
-        self.fitted_at = ts[-1] if ts else None
+        self.fitted_at = float(ts[-1]) if len(ts) else None
         if self.calibrates:
             self.cut = max(self.calibrate(X, ts), self.min_cut)
             if isinstance(self.model, RobustZScore):
@@ -140,7 +146,7 @@ class GuestDetector:
         if self.explainer is not self.model:
             self.explainer.fit(X)
 
-    def calibrate(self, X: np.ndarray, ts: list[float]) -> float:
+    def calibrate(self, X: np.ndarray, ts: np.ndarray) -> float:
         """The cut of the model's abnormality for the target rate of false alarms
         (``ts``: when the rows of ``X`` were taken; gaps left by episodes do not count)."""
         step = float(np.median(np.diff(ts))) if len(ts) > 1 else 0.1
@@ -155,7 +161,7 @@ class GuestDetector:
                       "again over %.0fs from %.0fs on (its boot settles first)", self.guest,
                       self.baseline_s, self.settle_s)
         self.started, self.fitted = ts + self.settle_s, False
-        self.baseline, self.baseline_ts = [], []
+        self.baseline, self.baseline_ts, self._base = [], [], None
         self.normal.clear()
         self.streak.clear()
         self.normal_run, self.in_episode = 0, False
@@ -189,58 +195,98 @@ class GuestDetector:
 
     def _run(self, samples: list[Sample]) -> tuple[list[Anomaly | None], int | None]:
         """Per sample its anomaly or None, and the index of the first sample after which
-        the guest had learned a baseline (None: not by the end)."""
+        the guest had learned a baseline (None: not by the end). A fitted guest outside
+        an episode takes each run of normal vectors at once (``_normal_run``); the rest
+        goes one vector at a time (``_step``)."""
         X, has, restarted = self.featurizer.update_batch(samples)
-        out: list[Anomaly | None] = [None] * len(samples)
+        n = len(samples)
+        out: list[Anomaly | None] = [None] * n
         learned_at = 0 if self.learned else None
-        scores, scored_from, scored_to, model_fit = [], 0, 0, None  # rows scored_from..to
-        for k, sample in enumerate(samples):
+        special = ~has | restarted  # rows a run of normal vectors stops at
+        scores = np.empty(0)
+        scored_from, scored_to, model_fit = 0, 0, None  # rows scored_from..to
+        stops: list[int] = []  # in the scored rows: abnormal or special, or a refit's
+        k = 0
+        while k < n:
+            sample = samples[k]
             self.last_ts = sample.ts
             if self.started is None:
                 self.started = sample.ts
             if restarted[k] and (self.fitted or self.baseline):
                 self.relearn(sample.ts)
             if not has[k]:
+                k += 1
                 continue
-            x = X[k].tolist()
             if not self.fitted:
-                if sample.ts < self.started:  # settling after a restart
-                    continue
-                self.baseline.append(x)
-                self.baseline_ts.append(sample.ts)
-                if sample.ts - self.started >= self.baseline_s and \
-                        len(self.baseline) >= self.min_vectors:
-                    self.fit()
-                    if learned_at is None:
+                if sample.ts >= self.started:  # else settling after a restart
+                    self._learn_baseline(sample, X[k].tolist())
+                    if self.fitted and learned_at is None:
                         learned_at = k
+                k += 1
                 continue
             if model_fit != self._fits or k >= scored_to:
                 # score up to the first sample at which a refit may come (it is scored
                 # by this model, then the model changes)
                 scored_to = self._refit_horizon(samples, k)
-                scores = self.abnormalities(X[k:scored_to]).tolist()
+                scores = self.abnormalities(X[k:scored_to])
                 scored_from, model_fit = k, self._fits
-            out[k] = self._step(sample, x, scores[k - scored_from])
+                stop = (scores > 0) | special[k:scored_to]
+                if self._refit_due(samples[scored_to - 1].ts):
+                    stop[-1] = True
+                stops = (np.flatnonzero(stop) + k).tolist()
+            if not self.in_episode:
+                i = bisect.bisect_left(stops, k)
+                end = stops[i] if i < len(stops) else scored_to
+                if end > k:
+                    self._normal_run(samples, X, scores[k - scored_from:end - scored_from], k)
+                    k = end
+                    continue
+            out[k] = self._step(sample, X[k], float(scores[k - scored_from]))
+            k += 1
         return out, learned_at
+
+    def _learn_baseline(self, sample: Sample, x: list[float]) -> None:
+        self.baseline.append(x)
+        self.baseline_ts.append(sample.ts)
+        if sample.ts - self.started >= self.baseline_s and \
+                len(self.baseline) >= self.min_vectors:
+            self.fit()
+
+    def _refit_due(self, ts: float) -> bool:
+        return bool(self.refit_s) and ts - (self.fitted_at or ts) >= self.refit_s
 
     def _refit_horizon(self, samples: list[Sample], k: int) -> int:
         """One past the first sample from ``k`` on at which ``update`` may refit."""
         if not self.refit_s:
             return len(samples)
         for j in range(k, len(samples)):
-            ts = samples[j].ts
-            if ts - (self.fitted_at or ts) >= self.refit_s:
+            if self._refit_due(samples[j].ts):
                 return j + 1
         return len(samples)
 
-    def _step(self, sample: Sample, x: list[float], score: float) -> Anomaly | None:
+    def _normal_run(self, samples: list[Sample], X: np.ndarray, scores: np.ndarray,
+                    k: int) -> None:
+        """``_step`` on rows ``k``.. of a fitted guest outside an episode, all normal
+        (``scores`` <= 0), none of them due to refit: the clearly normal ones are kept."""
+        self.normal_run += len(scores)
+        self.streak.clear()
+        if self.cut is None:
+            keep = np.flatnonzero(scores <= 0)
+        else:
+            keep = np.flatnonzero(scores + self.cut <= self.learn_below * self.cut)
+        if len(keep):
+            ts = np.fromiter((samples[k + i].ts for i in keep.tolist()), float, len(keep))
+            self.normal.add(ts, X[k + keep])
+        self.last_ts = samples[k + len(scores) - 1].ts
+
+    def _step(self, sample: Sample, x: np.ndarray, score: float) -> Anomaly | None:
         """The episode logic for one vector of a fitted guest (``score`` > 0: abnormal)."""
         if score <= 0:
             self.normal_run += 1
             self.streak.clear()
             if not self.in_episode and self.clearly_normal(score):
-                self.normal.append((sample.ts, x))
-                if self.refit_s and sample.ts - (self.fitted_at or sample.ts) >= self.refit_s:
+                self.normal.add(np.array([sample.ts]), x[None, :].copy())
+                if self._refit_due(sample.ts):
                     self.refit(sample.ts)
             if self.in_episode and self.normal_run >= self.clear:
                 self.in_episode = False

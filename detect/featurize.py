@@ -12,6 +12,7 @@ restarts the featurizer instead of producing a huge negative rate.
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 
 import numpy as np
@@ -51,6 +52,7 @@ COUNTED = tuple(f.name for s in _SECTIONS[:2] for f in s if f.count == catalog.P
 SMALL_COUNTS = tuple(f.name for f in _SECTIONS[3] if f.count == catalog.SMALL)
 MIN_DT = 0.02  # samples closer than this carry no rate information
 _READ = RATES + EVENTS + LEVELS  # the columns update_batch reads, in the vector's order
+_read_all = operator.itemgetter(*_READ)  # every column at once (KeyError: one missing)
 _CLOCKS = tuple(_READ.index(n) for n in ("jiffies", "uptime_s"))  # going back: a restart
 SMALL_BATCH = 4  # fewer samples than this: update one by one (numpy's overhead is more)
 _EXACT = 2.0 ** 53  # below this a counter is a float exactly, so numpy's rate is Python's
@@ -188,8 +190,13 @@ def _exact(samples: list[Sample], F: np.ndarray) -> bool:
 
 def _columns(samples: list[Sample]) -> np.ndarray:
     """The features ``update_batch`` reads of each sample (one row each; missing: 0)."""
-    return np.array([[s.features.get(k, 0.0) for k in _READ] for s in samples],
-                    dtype=float).reshape(len(samples), len(_READ))
+    rows = []
+    for s in samples:
+        try:
+            rows.append(_read_all(s.features))
+        except KeyError:  # a sample without some feature (an older sampler): 0 for it
+            rows.append([s.features.get(k, 0.0) for k in _READ])
+    return np.array(rows, dtype=float).reshape(len(samples), len(_READ))
 
 
 def log_counts(lines: list[str] | None) -> list[int]:
