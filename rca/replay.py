@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmroc.events import Anomaly, FaultEvent, Incident, Sample
+from vmroc.events import Anomaly, FaultEvent, Incident, Sample, unchecked_sample
 from vmroc.recordings import read_recording
 
 __all__ = ["Run", "run_recording"]
@@ -95,6 +95,8 @@ def _slim(sample: Sample, keep: tuple[str, ...]) -> Sample:
     their features, task lists and log lines would not fit a small machine)."""
     from vmroc.introspect.logparts import part_of
     f = sample.features
-    return Sample(guest=sample.guest, ts=sample.ts, features={k: f[k] for k in keep if k in f},
-                  backend=sample.backend, consistent=sample.consistent, seq=sample.seq,
-                  log=[line for line in sample.log or () if part_of(line)])
+    return unchecked_sample(guest=sample.guest, ts=sample.ts,
+                            features={k: f[k] for k in keep if k in f},
+                            backend=sample.backend, consistent=sample.consistent,
+                            seq=sample.seq, flags=[], tasks=None,
+                            log=[line for line in sample.log or () if part_of(line)])

@@ -54,7 +54,7 @@ except ImportError:             # compact samples need it; JSON works without
 __all__ = [
     "SchemaError", "Sample", "FaultEvent", "Anomaly", "Cause", "Incident",
     "encode", "decode", "encode_pack", "decode_pack", "to_dict", "from_dict",
-    "SCHEMAS", "TOPICS", "PHASES", "COMPACT",
+    "SCHEMAS", "TOPICS", "PHASES", "COMPACT", "unchecked_sample", "sample_line_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -592,11 +592,63 @@ def _sample_from(cls: type, w: Any) -> Sample:
         tasks = _task_rows(w.task_keys, w.task_rows)
     elif w.task_rows and bytes(w.task_rows) != _NIL:
         raise SchemaError("sample.tasks: task rows without keys", "sample", "tasks")
+    return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features, backend=w.backend,
+                            consistent=w.consistent, seq=w.seq, flags=w.flags, tasks=tasks,
+                            log=w.log)
+
+
+def unchecked_sample(*, guest: str, ts: float, features: dict[str, float], backend: str,
+                     consistent: bool, seq: int, flags: list[str],
+                     tasks: list[dict[str, Any]] | None, log: list[str] | None) -> Sample:
+    """A Sample of fields already checked as ``Sample`` declares them (by msgspec, or
+    taken from another Sample), built without checking them again (the hot path)."""
     event = object.__new__(Sample)
-    event.__dict__.update(guest=w.guest, ts=w.ts, features=w.features, backend=w.backend,
-                          consistent=w.consistent, seq=w.seq, flags=w.flags, tasks=tasks,
-                          log=w.log)
+    event.__dict__.update(guest=guest, ts=ts, features=features, backend=backend,
+                          consistent=consistent, seq=seq, flags=flags, tasks=tasks, log=log)
     return event
+
+
+# -- samples in JSON lines, read fast (recordings) -----------------------------------
+
+if msgspec is not None:
+    def _json_line_type(tasks: bool) -> type:
+        """A recording line whose event is a sample, as msgspec checks it (in C); the
+        task list unparsed (``msgspec.Raw``) unless ``tasks``."""
+        task_type = Union[list[dict[str, _Value]], None] if tasks else msgspec.Raw
+        sample = msgspec.defstruct(
+            "_SampleJSON", [("schema", str), ("v", int), ("guest", str), ("ts", _Number),
+                            ("features", dict[str, _Number]), ("backend", str),
+                            ("consistent", bool), ("seq", int, 0), ("flags", list[str], []),
+                            ("tasks", task_type, None if tasks else msgspec.Raw()),
+                            ("log", Union[list[str], None], None)], gc=False)
+        return msgspec.defstruct("_SampleLine", [("topic", str), ("event", sample)],
+                                 gc=False)
+
+    _LINE_DECODERS = {t: msgspec.json.Decoder(_json_line_type(t)) for t in (False, True)}
+
+
+def sample_line_reader(tasks: bool) -> Callable[[str], Sample | None] | None:
+    """For recordings: a function from a line ``{"topic": "vmroc.samples", ...,
+    "event": {...}}`` to its Sample, every field checked by msgspec in C, or None where
+    it cannot tell (another topic, a value it refuses, not JSON): the caller's general
+    path then reads that line and names what is wrong. ``tasks`` False: samples come
+    without task lists (None), which are skipped unparsed. None without msgspec."""
+    if msgspec is None:
+        return None
+    decode = _LINE_DECODERS[tasks].decode
+
+    def read(line: str) -> Sample | None:
+        try:
+            row = decode(line)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        w = row.event
+        if row.topic != Sample.topic or w.schema != Sample.schema or w.v != Sample.v:
+            return None
+        return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features,
+                                backend=w.backend, consistent=w.consistent, seq=w.seq,
+                                flags=w.flags, tasks=w.tasks if tasks else None, log=w.log)
+    return read
 
 
 def _task_rows(keys: list[str], raw: Any) -> list[dict[str, Any]]:

@@ -68,3 +68,59 @@ def test_a_compressed_recording_cut_short_keeps_the_lines_before_the_cut(tmp_pat
     assert 0 < len(kept) < len(samples)
     assert [e.seq for _, e in kept] == [s.seq for s in samples[:len(kept)]]
     assert stats["truncated"] >= len(kept) + 1
+
+
+ODD_SAMPLES = [  # (why, event object): each the fast reader must read as the general path
+    ("ints and floats", {"features": {"a": 1, "b": 2.5, "big": 2**70}}),
+    ("a bool feature", {"features": {"a": True}}),
+    ("a string feature", {"features": {"a": "1"}}),
+    ("not finite", {"features": {"a": float("nan")}}),
+    ("an unknown field", {"extra": [1, 2]}),
+    ("no seq, flags", {"drop": ["seq", "flags"]}),
+    ("seq a float", {"seq": 3.0}),
+    ("another version", {"v": 2}),
+    ("another schema", {"schema": "fault"}),
+    ("tasks bad", {"tasks": [{"pid": 1}, 7]}),
+    ("tasks with NaN", {"tasks": [{"pid": 1, "x": float("nan")}]}),
+    ("log not strings", {"log": [1]}),
+    ("no guest", {"drop": ["guest"]}),
+]
+
+
+def odd_line(change: dict) -> str:
+    event = {"schema": "sample", "v": 1, "guest": "g1", "ts": 5.0, "features": {"a": 1},
+             "backend": "test", "consistent": True, "seq": 4, "flags": [],
+             "tasks": [{"pid": 1, "comm": "init"}], "log": ["x"]}
+    change = dict(change)
+    for name in change.pop("drop", ()):
+        del event[name]
+    event.update(change)
+    return json.dumps({"topic": "vmroc.samples", "partition": 0, "offset": 0,
+                       "timestamp_ms": 0, "event": event}) + "\n"
+
+
+@pytest.mark.parametrize("tasks", [True, False])
+def test_samples_read_fast_are_what_the_general_path_reads(tmp_path, monkeypatch, tasks):
+    """Samples lines go through msgspec (``sample_line_reader``); whatever it refuses
+    falls back to the general path: the events, their types and the skips are the same."""
+    from vmroc import recordings
+    path = tmp_path / "odd.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"vmroc_recording": 1}) + "\n")
+        f.writelines(odd_line(change) for _, change in ODD_SAMPLES)
+        f.writelines(line("vmroc.samples", s) for s in guest_stream("g1", 0.0, 5, seed=4))
+        f.write(line("vmroc.faults", FaultEvent(fault_id="f", kind="disk-eio", level="disk",
+                                                phase="injected", ts=1.0)))
+        f.write('{"topic": "vmroc.samples", "event": {"schema": "sample"\n')  # torn
+
+    def read() -> tuple[list, dict]:
+        stats: dict = {}
+        events = list(recordings.read_recording(path, stats, tasks=tasks)[1])
+        return [(topic, type(e), to_dict(e), {k: type(x) for k, x in
+                 getattr(e, "features", {}).items()}) for topic, e in events], stats
+
+    fast = read()
+    monkeypatch.setattr(recordings, "sample_line_reader", lambda tasks: None)
+    general = read()
+    assert fast == general
+    assert fast[1]["skipped"] >= 8  # the odd lines the schema refuses, and the torn one
