@@ -22,6 +22,8 @@ import math
 import numpy as np
 from sklearn.base import clone
 
+from .models import RobustZScore, robust_center_scale
+
 __all__ = ["out_of_sample_abnormality", "episode_levels", "episode_starts", "tail_cut",
            "calibrated_cut"]
 
@@ -33,9 +35,18 @@ def out_of_sample_abnormality(model, X, blocks: int = 4) -> list[np.ndarray]:
     out = []
     for held in np.array_split(np.arange(len(X)), blocks):
         lo, hi = (int(held[0]), int(held[-1]) + 1) if len(held) else (0, 0)
-        rest = np.concatenate([X[:lo], X[hi:]])
-        out.append(-clone(model).fit(rest).score_samples(X[lo:hi]))
+        out.append(_held_out(model, np.concatenate([X[:lo], X[hi:]]), X[lo:hi]))
     return out
+
+
+def _held_out(model, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """``-score_samples(held)`` of a clone of ``model`` fitted on ``train``; for
+    ``RobustZScore`` the same numbers without cloning and checking (it runs at every
+    refit of every guest)."""
+    if type(model) is RobustZScore:
+        median, scale = robust_center_scale(train, model.min_scale, model.unit)
+        return (np.abs(held - median) / scale).max(axis=1)
+    return -clone(model).fit(train).score_samples(held)
 
 
 def episode_levels(abnormality: np.ndarray, confirm: int) -> np.ndarray:

@@ -32,7 +32,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["RobustZScore", "ZScaler", "forest", "lof", "scale_floor", "MODELS"]
+__all__ = ["RobustZScore", "ZScaler", "forest", "lof", "scale_floor", "column_medians",
+           "MODELS"]
 
 MAD_TO_SIGMA = 1.4826
 
@@ -52,10 +53,22 @@ def scale_floor(X: np.ndarray, median: np.ndarray, min_scale: float,
 def robust_center_scale(X: np.ndarray, min_scale: float, unit=None):
     """Per feature: the median and the scale (the largest of the MAD as a standard
     deviation, the standard deviation, and the floor)."""
-    median = np.median(X, axis=0)
-    mad = np.median(np.abs(X - median), axis=0) * MAD_TO_SIGMA
+    median = column_medians(X)
+    mad = column_medians(np.abs(X - median)) * MAD_TO_SIGMA
     floor = scale_floor(X, median, min_scale, unit)
     return median, np.maximum(np.maximum(mad, X.std(axis=0)), floor)
+
+
+def column_medians(X: np.ndarray) -> np.ndarray:
+    """``np.median(X, axis=0)``, the same numbers, by sorting the columns (numpy's
+    vectorized sort is several times faster than the selection ``median`` does)."""
+    n = len(X)
+    if n == 0 or X.ndim != 2:
+        return np.median(X, axis=0)
+    S = np.ascontiguousarray(X.T)
+    S.sort(axis=1)
+    h = n // 2
+    return S[:, h].copy() if n % 2 else (S[:, h - 1] + S[:, h]) / 2
 
 
 def _plain_rows(estimator, X) -> bool:

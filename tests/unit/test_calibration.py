@@ -142,3 +142,25 @@ def test_normal_keeps_being_learned_but_not_what_was_abnormal():
     g = det.guests["g"]
     assert g.fitted_at is not None and g.fitted_at >= 100  # learned again since
     assert all(-g.model.score_samples(np.asarray([x]))[0] < 6.5 for _, x in g.normal)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 51])
+def test_column_medians_are_numpys_medians(n):
+    from vmroc.detect.models import column_medians
+    X = np.random.default_rng(n).gamma(2, size=(n, 7))
+    X[:, 1] = 0.0
+    X[:, 2] = np.round(X[:, 2])  # ties
+    assert np.array_equal(column_medians(X), np.median(X, axis=0))
+
+
+def test_held_out_scores_of_the_robust_model_are_a_fitted_clones():
+    """The calibration scores RobustZScore's blocks without cloning it: the same numbers."""
+    from sklearn.base import clone
+
+    from vmroc.detect.calibrate import out_of_sample_abnormality
+    X = np.random.default_rng(5).gamma(2, size=(103, 6))
+    model = RobustZScore(unit=[0.5, 0, 0, 1, 0, 0])
+    got = out_of_sample_abnormality(model, X)
+    for held, a in zip(np.array_split(np.arange(len(X)), 4), got):
+        rest = np.setdiff1d(np.arange(len(X)), held)
+        assert np.array_equal(a, -clone(model).fit(X[rest]).score_samples(X[held]))
