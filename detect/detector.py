@@ -203,6 +203,7 @@ class GuestDetector:
         out: list[Anomaly | None] = [None] * n
         learned_at = 0 if self.learned else None
         special = ~has | restarted  # rows a run of normal vectors stops at
+        times: np.ndarray | None = None  # the samples' times, once needed
         scores = np.empty(0)
         scored_from, scored_to, model_fit = 0, 0, None  # rows scored_from..to
         stops: list[int] = []  # in the scored rows: abnormal or special, or a refit's
@@ -227,7 +228,9 @@ class GuestDetector:
             if model_fit != self._fits or k >= scored_to:
                 # score up to the first sample at which a refit may come (it is scored
                 # by this model, then the model changes)
-                scored_to = self._refit_horizon(samples, k)
+                if times is None:
+                    times = np.fromiter((s.ts for s in samples), float, n)
+                scored_to = self._refit_horizon(times, k)
                 scores = self.abnormalities(X[k:scored_to])
                 scored_from, model_fit = k, self._fits
                 stop = (scores > 0) | special[k:scored_to]
@@ -255,14 +258,14 @@ class GuestDetector:
     def _refit_due(self, ts: float) -> bool:
         return bool(self.refit_s) and ts - (self.fitted_at or ts) >= self.refit_s
 
-    def _refit_horizon(self, samples: list[Sample], k: int) -> int:
-        """One past the first sample from ``k`` on at which ``update`` may refit."""
+    def _refit_horizon(self, times: np.ndarray, k: int) -> int:
+        """One past the first sample from ``k`` on (``times``: the batch's) at which
+        ``update`` may refit."""
         if not self.refit_s:
-            return len(samples)
-        for j in range(k, len(samples)):
-            if self._refit_due(samples[j].ts):
-                return j + 1
-        return len(samples)
+            return len(times)
+        ts = times[k:]
+        due = np.flatnonzero(ts - (self.fitted_at or ts) >= self.refit_s)
+        return k + int(due[0]) + 1 if len(due) else len(times)
 
     def _normal_run(self, samples: list[Sample], X: np.ndarray, scores: np.ndarray,
                     k: int) -> None:

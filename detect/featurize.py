@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
+from itertools import chain
 
 import numpy as np
 
@@ -190,13 +191,13 @@ def _exact(samples: list[Sample], F: np.ndarray) -> bool:
 
 def _columns(samples: list[Sample]) -> np.ndarray:
     """The features ``update_batch`` reads of each sample (one row each; missing: 0)."""
-    rows = []
-    for s in samples:
-        try:
-            rows.append(_read_all(s.features))
-        except KeyError:  # a sample without some feature (an older sampler): 0 for it
-            rows.append([s.features.get(k, 0.0) for k in _READ])
-    return np.array(rows, dtype=float).reshape(len(samples), len(_READ))
+    n = len(samples)
+    try:
+        values = chain.from_iterable(map(_read_all, [s.features for s in samples]))
+        return np.fromiter(values, float, count=n * len(_READ)).reshape(n, len(_READ))
+    except KeyError:  # a sample without some feature (an older sampler): 0 for it
+        return np.array([[s.features.get(k, 0.0) for k in _READ] for s in samples],
+                        dtype=float).reshape(n, len(_READ))
 
 
 def log_counts(lines: list[str] | None) -> list[int]:
