@@ -60,15 +60,17 @@ def robust_center_scale(X: np.ndarray, min_scale: float, unit=None):
 
 
 def column_medians(X: np.ndarray) -> np.ndarray:
-    """``np.median(X, axis=0)``, the same numbers, by sorting the columns (numpy's
-    vectorized sort is several times faster than the selection ``median`` does)."""
+    """``np.median(X, axis=0)``, the same numbers, several times faster: each column
+    (contiguous) is partitioned around its middle once (numpy vectorizes a partition at
+    one place, not the two ``median`` asks for), the other middle of an even count is
+    the largest below it."""
     n = len(X)
-    if n == 0 or X.ndim != 2:
+    if n < 2 or X.ndim != 2:
         return np.median(X, axis=0)
-    S = np.ascontiguousarray(X.T)
-    S.sort(axis=1)
     h = n // 2
-    return S[:, h].copy() if n % 2 else (S[:, h - 1] + S[:, h]) / 2
+    S = np.ascontiguousarray(X.T)
+    S.partition(h, axis=1)
+    return S[:, h].copy() if n % 2 else (S[:, :h].max(axis=1) + S[:, h]) / 2
 
 
 def _plain_rows(estimator, X) -> bool:
