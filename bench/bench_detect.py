@@ -96,7 +96,8 @@ def main() -> None:
               "samples_per_s": {k: round(v) for k, v in rate.items()},
               "batch_over_per_sample": round(t_one / t_many, 2),
               "fits": refits, "ms_per_fit": round(fit_ms, 2),
-              "refit_ms_per_guest_minute": round((t_many - t_frozen) * 1000 / max(minutes, 1e-9), 2),
+              "refit_ms_per_guest_minute": round((t_many - t_frozen) * 1000
+                                                 / max(minutes, 1e-9), 2),
               "decode_as_replay_over_all_fields": round(t_full / t_slim, 2),
               "guests_at_10hz_per_core": {"update_per_sample": int(rate["update_per_sample"] / HZ),
                                           "update_batch": int(rate["update_batch"] / HZ)}}
