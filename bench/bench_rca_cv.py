@@ -33,6 +33,9 @@ def main() -> int:
                     default=[str(ROOT / "data/recordings/mixed-s1.jsonl.xz"),
                              str(ROOT / "data/recordings/mixed-s3.jsonl.xz")])
     ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--extra", nargs="*", default=[], metavar="RECORDING",
+                    help="recordings whose incidents only train (every fold's model), "
+                         "never scored: does more data of another kind help?")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fingerprint", default="", metavar="PARAM=VALUE,...",
@@ -64,9 +67,11 @@ def main() -> int:
     rows_of = {n: [] for n in names}
     t0 = time.monotonic()
     runs = [run_recording(path, "heuristic") for path in args.recordings]
+    extra = [run_recording(path, "heuristic") for path in args.extra]
     if args.window is not None:
         runs = [regroup(run, args.window) for run in runs]
-    examples = [e for run in runs for e in incident_examples(run)]
+        extra = [regroup(run, args.window) for run in extra]
+    examples = [e for run in runs + extra for e in incident_examples(run)]
     for run in runs:
         where = {"guests": run.guests, "span": run.span}
         effective = sorted((r for r in score(run.faults, run.anomalies, run.incidents,
@@ -106,8 +111,9 @@ def main() -> int:
                           "ensemble_abstention": curve}, indent=1))
         return 0
     window = "" if args.window is None else f", incident window {args.window:g} s"
+    trained = f"; also trained on {', '.join(args.extra)}" if args.extra else ""
     print(f"{args.folds}-fold cross-validation by time on {', '.join(args.recordings)}"
-          f"{window} ({time.monotonic() - t0:.0f} s)")
+          f"{window}{trained} ({time.monotonic() - t0:.0f} s)")
     print(f"{'ranker':<12} {'AC@1':>5} {'AC@3':>5} {'Avg@5':>5}  faults")
     for name, m in out.items():
         print(f"{name:<12} {m['ac1']:>5.2f} {m['ac3']:>5.2f} {m['avg5']:>5.2f}  {m['effective']}")
