@@ -102,7 +102,8 @@ class Sample(_Event):
     consistent: bool                            # the walk saw a consistent snapshot
     seq: int = 0                                # per-guest sequence number
     flags: list[str] = field(default_factory=list)   # why not consistent, truncations
-    tasks: list[dict[str, Any]] | None = None   # optional per-task records
+    tasks: list[dict[str, Any]] | None = None   # optional per-task records (read-only:
+                                                # unchanged ones are shared between samples)
     log: list[str] | None = None                # optional new kernel log lines
 
     @property

@@ -38,6 +38,7 @@ struct task_cache {
     uint64_t raw[N_TASK_VALUES];
     char comm[16];
     PyObject *obj[N_TASK_VALUES];
+    PyObject *rec; /* the record made of obj: given again while no value changed */
 };
 
 struct compiled; /* read_plans' parsed plans, below */
@@ -249,8 +250,11 @@ static int Space_init(Space *s, PyObject *args, PyObject *kw) {
 
 static void cache_clear(Space *s) {
     for (Py_ssize_t i = 0; i < s->cache_len; i++)
+    {
         for (int k = 0; k < N_TASK_VALUES; k++)
             Py_CLEAR(s->cache[i].obj[k]);
+        Py_CLEAR(s->cache[i].rec);
+    }
     PyMem_Free(s->cache);
     s->cache = NULL;
     s->cache_len = 0;
@@ -636,10 +640,7 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
             tk.t, (uint64_t)(uint32_t)tk.pid, (uint64_t)(uint32_t)tk.tgid,
             (uint64_t)(uint32_t)tk.ppid, 0, (uint64_t)(unsigned char)letter, (uint64_t)kthread,
             tk.times[0], tk.times[1], tk.faults[0], tk.faults[1], (uint64_t)rss_pages};
-        /* a copy of a record with the same keys: its table is cloned, not built */
-        PyObject *rec = PyDict_Copy(task_template);
-        int bad = rec == NULL || PyList_Append(tasks, rec) < 0;
-        Py_XDECREF(rec);
+        int bad = 0;
         for (int k = 0; k < N_TASK_VALUES && !bad; k++) {
             int same = c->obj[k] != NULL && (k == 4 ? memcmp(c->comm, tk.comm, 16) == 0
                                                     : c->raw[k] == raw[k]);
@@ -669,11 +670,22 @@ static PyObject *Space_read_tasks(Space *s, PyObject *args) {
                 c->raw[k] = raw[k];
                 if (k == 4)
                     memcpy(c->comm, tk.comm, 16);
+                Py_CLEAR(c->rec); /* made of an old value: made again below */
             }
-            if (PyDict_SetItem(rec, task_keys[k], c->obj[k]) < 0)
-                bad = 1;
         }
-        if (bad)
+        if (!bad && c->rec == NULL) {
+            /* a copy of a record with the same keys: its table is cloned, not built */
+            PyObject *rec = PyDict_Copy(task_template);
+            bad = rec == NULL;
+            for (int k = 0; k < N_TASK_VALUES && !bad; k++)
+                bad = PyDict_SetItem(rec, task_keys[k], c->obj[k]) < 0;
+            if (bad)
+                Py_XDECREF(rec);
+            else
+                Py_XSETREF(c->rec, rec);
+        }
+        /* unchanged since the last sample: the same record (records are read-only) */
+        if (bad || PyList_Append(tasks, c->rec) < 0)
             goto fail;
         n++;
         node = next;

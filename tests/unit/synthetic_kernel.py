@@ -134,6 +134,7 @@ class SyntheticKernel(KernelView):
     def _tasks(self) -> None:
         off = lambda m: self.off("task_struct", m)  # noqa: E731
         init = self.alloc(symbol="init_task")
+        self.tasks: list[int] = []  # each task_struct's address, in list order
         tasks = [Task(1, "init", 1, utime_s=2.0), Task(2, "kthreadd", TASK_IDLE, PF_KTHREAD,
                                                       with_mm=False),
                  Task(30, "worker", 0, utime_s=5.0), Task(31, "writer", 2)]
@@ -153,6 +154,7 @@ class SyntheticKernel(KernelView):
                 self.put(mm + self.off("mm_struct", "rss_stat"), "4Q", 100, 200, 0, 5)
                 self.put(a + off("mm"), "Q", mm)
             nodes.append(a + off("tasks"))
+            self.tasks.append(a)
         self.link(init + off("tasks"), nodes)
 
     def _globals(self) -> None:

@@ -207,6 +207,30 @@ def test_whole_groups_in_c_match_the_python_readers(tmp_path):
         k.space.read_plan(broken[0][1])
 
 
+def test_a_task_record_is_given_again_until_one_of_its_values_changes(tmp_path):
+    """read_tasks hands out the previous sample's record of a task none of whose values
+    changed (the cost of a sample is mostly new records), and a new one when any did; the
+    older sample keeps what it read."""
+    from vmroc.introspect.features import read_tasks
+
+    from .synthetic_kernel import SyntheticKernel
+    synthetic = SyntheticKernel()
+    k = _accel_view(tmp_path, synthetic)
+    _, first = k.read_tasks()
+    _, second = k.read_tasks()
+    assert all(a is b for a, b in zip(first, second)) and len(first) == 4
+    worker = next(i for i, t in enumerate(first) if t["comm"] == "worker")
+    at = synthetic.tasks[worker] + synthetic.off("task_struct", "utime")
+    synthetic.put(at, "Q", 7 * 10**9)  # the worker ran: 7 s of user time
+    _write_pages(tmp_path / "synthetic.ram", synthetic)
+    k.flush()
+    _, third = k.read_tasks()
+    assert third[worker] is not second[worker]
+    assert (third[worker]["utime"], second[worker]["utime"]) == (7.0, 5.0)
+    assert all(third[i] is second[i] for i in range(4) if i != worker)
+    assert third == read_tasks(synthetic)[1]
+
+
 def _write_pages(path, synthetic):
     with open(path, "r+b") as f:  # in place: a Space mapping the file sees the change
         for page, data in synthetic.pages.items():
