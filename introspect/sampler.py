@@ -19,7 +19,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from vmroc.events import Sample
+from vmroc.events import Sample, unchecked_sample
 
 from .backends import BACKENDS, default_backend, open_kernel
 from .errors import IntrospectError
@@ -68,17 +68,6 @@ def kernel_hz(guest: Any) -> int:
         return DEFAULT_HZ
     m = re.search(r"^CONFIG_HZ=(\d+)$", config, re.M)
     return int(m[1]) if m else DEFAULT_HZ
-
-
-def _built(**fields: Any) -> Sample:
-    """A ``Sample`` of the C accelerator's sample, not checked again field by field: C
-    made every value of its type (ints, finite floats, str task fields), the Python
-    readers left (block, net) give ints, and ``Sample``'s checks (run on every sample
-    built from outside data, and on decode) cost more than the read itself."""
-    sample = object.__new__(Sample)
-    for name, value in fields.items():
-        object.__setattr__(sample, name, value)
-    return sample
 
 
 class Sampler:
@@ -243,7 +232,9 @@ class Sampler:
                 self._resume()
         self._check_alive()  # died while we read: what we read may be stale
         self.seq += 1
-        make = _built if self.backend == "accel" else Sample
+        # the C accelerator typed every value (ints, finite floats, str task fields) and the
+        # Python readers left give ints: Sample's checks would cost more than the read
+        make = unchecked_sample if self.backend == "accel" else Sample
         return make(guest=self.name, ts=ts, features=features, backend=self.backend,
                     consistent=not flags, seq=self.seq, flags=flags, tasks=tasks, log=lines)
 
