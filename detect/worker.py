@@ -2,8 +2,9 @@
 
 Workers of one consumer group split the sample partitions; samples are keyed by guest,
 so each guest's samples reach one worker, in order, and its baseline lives there.
-Each poll's samples are scored as one batch (``Detector.update_batch``: the same
-anomalies as one sample at a time, faster); offsets are committed after a batch is
+Each poll's samples are decoded without their task records (the detector reads none)
+and scored as one batch (``Detector.update_batch``: the same anomalies as one sample at
+a time, faster); offsets are committed after a batch is
 handled and its anomalies are acknowledged.
 """
 
@@ -31,7 +32,8 @@ def run_detector(servers: str | None = None, *, stop: threading.Event | None = N
     anomalies; returns the detector (its per-guest state, for reports). ``options`` go
     to a new ``Detector``, unless one is given."""
     detector = detector or Detector(**options)
-    with Consumer(SAMPLES, servers, group=group, from_beginning=from_beginning) as inp, \
+    with Consumer(SAMPLES, servers, group=group, from_beginning=from_beginning,
+                  tasks=False) as inp, \
             Producer(inp.servers) as out:
         def handle(batch) -> None:  # one poll's samples, scored together, in order
             anomalies = detector.update_batch([m.event for m in batch

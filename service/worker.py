@@ -302,7 +302,8 @@ class Worker:
         while not stop.is_set():            # (re)connect until the broker answers
             try:
                 inp = Consumer([SAMPLES, FAULTS], self.servers, group=self.group,
-                               from_beginning=self.from_beginning)
+                               from_beginning=self.from_beginning,
+                               tasks=False)  # never read here (see _slim)
                 out = Producer(inp.servers)
                 break
             except BusError as exc:

@@ -252,12 +252,16 @@ class Consumer:
 
     ``group`` is the consumer group (members split the partitions); ``group=None``
     reads every partition without committing (for ``vmroc tail``). ``dlq`` copies
-    undecodable messages to ``vmroc.dlq`` (off for read-only tools).
+    undecodable messages to ``vmroc.dlq`` (off for read-only tools). ``tasks`` False:
+    samples come without their task records, which are then neither made nor checked
+    (the detector reads none; decoding is several times faster).
     """
+
+    tasks = True  # make samples' task records (see __init__)
 
     def __init__(self, topics: str | Iterable[str], servers: str | None = None, *,
                  group: str | None = "vmroc", from_beginning: bool = False,
-                 dlq: bool = True, **options: Any):
+                 dlq: bool = True, tasks: bool = True, **options: Any):
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         unknown = [t for t in self.topics if t not in TOPICS]
         if unknown:
@@ -266,6 +270,7 @@ class Consumer:
         self.servers = servers or bootstrap()
         self.group = group
         self.dlq = dlq
+        self.tasks = tasks
         # Kafka messages received, events decoded from them, messages sent to the DLQ
         self.stats = {"received": 0, "decoded": 0, "dead": 0}
         self._dlq_producer = None
@@ -409,7 +414,7 @@ class Consumer:
                                error=headers.get("vmroc.error", "?"), value=rec.value)
             return [Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)]
         try:
-            events = decode_pack(rec.topic, rec.value)
+            events = decode_pack(rec.topic, rec.value, tasks=self.tasks)
         except SchemaError as exc:
             self.stats["dead"] += 1
             log.warning("undecodable message %s/%d@%d (%s)%s", rec.topic, rec.partition,

@@ -260,13 +260,28 @@ def encode_pack(events: list[_Event], *, compact: bool = False) -> bytes:
     return b"[" + b",".join(encode(e) for e in events) + b"]"
 
 
-def decode_pack(topic_or_schema: str, data: bytes | bytearray | memoryview | None
-                ) -> list[_Event]:
+def decode_pack(topic_or_schema: str, data: bytes | bytearray | memoryview | None, *,
+                tasks: bool = True) -> list[_Event]:
     """The events of a message that is one event or a pack (``encode_pack``), JSON or
     compact; any invalid item makes the whole message invalid (the error names the
-    item)."""
+    item). ``tasks`` False: samples come without their task records (None; a compact
+    message's task table is then neither made into records nor checked)."""
     if data and data[0] == _MAGIC:
-        return _decode_compact(topic_or_schema, data, pack=None)
+        return _decode_compact(topic_or_schema, data, pack=None, tasks=tasks)
+    events = _decode_json_pack(topic_or_schema, data)
+    if not tasks:
+        events = [_without_tasks(e) if type(e) is Sample else e for e in events]
+    return events
+
+
+def _without_tasks(s: Sample) -> Sample:
+    return unchecked_sample(guest=s.guest, ts=s.ts, features=s.features, backend=s.backend,
+                            consistent=s.consistent, seq=s.seq, flags=s.flags, tasks=None,
+                            log=s.log)
+
+
+def _decode_json_pack(topic_or_schema: str, data: bytes | bytearray | memoryview | None
+                      ) -> list[_Event]:
     cls, obj = _parse(topic_or_schema, data)
     if isinstance(obj, dict):
         return [_build(cls, obj)]
@@ -541,8 +556,9 @@ if msgspec is not None:
 
 
 def _decode_compact(topic_or_schema: str, data: bytes | bytearray | memoryview,
-                    pack: bool | None) -> list[_Event]:
-    """The samples of a compact message; ``pack`` False: it must hold one event."""
+                    pack: bool | None, tasks: bool = True) -> list[_Event]:
+    """The samples of a compact message; ``pack`` False: it must hold one event;
+    ``tasks`` False: without their task records."""
     cls = _schema_class(topic_or_schema)
     head = bytes(data[:3])
     if len(head) < 3 or head[1] != _LAYOUT or head[2] > 1:
@@ -562,21 +578,22 @@ def _decode_compact(topic_or_schema: str, data: bytes | bytearray | memoryview,
         raise SchemaError(f"{cls.schema}: not a compact event ({exc}): "
                           f"{bytes(data[:40])!r}", cls.schema) from exc
     if not many:
-        return [_sample_from(cls, wires)]
+        return [_sample_from(cls, wires, tasks)]
     if not wires:
         raise SchemaError(f"{cls.schema}: expected a non-empty compact pack", cls.schema)
     events = []
     for i, wire in enumerate(wires):
         try:
-            events.append(_sample_from(cls, wire))
+            events.append(_sample_from(cls, wire, tasks))
         except SchemaError as exc:
             raise SchemaError(f"pack item {i}: {exc}", cls.schema, exc.field) from exc
     return events
 
 
-def _sample_from(cls: type, w: Any) -> Sample:
+def _sample_from(cls: type, w: Any, tasks: bool = True) -> Sample:
     """The Sample of a checked ``_SampleV1``, built without Python checks (msgspec
-    checked every field as ``Sample`` declares it)."""
+    checked every field as ``Sample`` declares it); ``tasks`` False: without its task
+    records (a table's rows are left unparsed)."""
     if w.schema != cls.schema:
         raise SchemaError(f"expected schema {cls.schema!r}, got {w.schema!r}",
                           cls.schema, "schema")
@@ -585,6 +602,10 @@ def _sample_from(cls: type, w: Any) -> Sample:
     if w.v != Sample.v:
         raise SchemaError(f"sample: version {w.v!r} not supported (this vmroc reads "
                           f"v{Sample.v})", "sample", "v")
+    if not tasks:
+        return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features,
+                                backend=w.backend, consistent=w.consistent, seq=w.seq,
+                                flags=w.flags, tasks=None, log=w.log)
     tasks = w.tasks
     if w.task_keys is not None:
         if tasks is not None or not w.task_rows or bytes(w.task_rows) == _NIL:

@@ -376,3 +376,25 @@ def test_consumer_run_hands_each_poll_to_on_batch_and_commits_after_it():
     assert commits == [[["a", "b", "c"]], [["a", "b", "c"], ["d"]]]  # after each batch
     with pytest.raises(TypeError):
         consumer.run(lambda m: None, on_batch=lambda b: None)
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_samples_decoded_without_tasks_are_the_same_but_for_them(compact):
+    """``decode_pack(tasks=False)`` (the detector's and the service's consumers): the
+    same samples with ``tasks`` None; a compact task table is not even parsed."""
+    from vmroc.events import Sample, decode_pack, encode_pack, to_dict
+    samples = [Sample(guest="g1", ts=1.0 + i, features={"a": i, "b": 0.5}, backend="accel",
+                      consistent=True, seq=i, flags=[], log=["x"],
+                      tasks=[{"pid": 1, "comm": "init"}, {"pid": 2, "comm": "kthreadd"}])
+               for i in range(3)]
+    data = encode_pack(samples, compact=compact)
+    full, slim = decode_pack("vmroc.samples", data), decode_pack("vmroc.samples", data,
+                                                                 tasks=False)
+    assert [s.tasks for s in full] == [samples[0].tasks] * 3
+    assert all(s.tasks is None for s in slim)
+    assert [dict(to_dict(s), tasks=None) for s in full] == [to_dict(s) for s in slim]
+    if compact:  # a broken task table: refused in full, not looked at without tasks
+        broken = data.replace(b"kthreadd", b"kthread\xff")
+        with pytest.raises(SchemaError):
+            decode_pack("vmroc.samples", broken)
+        assert len(decode_pack("vmroc.samples", broken, tasks=False)) == 3
