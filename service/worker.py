@@ -48,7 +48,7 @@ __all__ = ["Processor", "Worker", "GROUP", "Status"]
 log = logging.getLogger(__name__)
 GROUP = "vmroc-serve"
 STATE_KEY = "processor"
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the detector keeps its pool of normal as numpy blocks (detect/pool.py)
 
 
 class Processor:
