@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from vmroc.bus import Producer
+from vmroc.bus import ANOMALIES, Producer
 from vmroc.detect import Detector, run_detector
 from vmroc.inject import Ledger
 from vmroc.inject.campaign import Campaign, run_campaign
@@ -34,6 +34,22 @@ faults:
   - {at: 0s, kind: disk-eio, guest: g2, duration: 4s, params: {iotype: write}}
   - {at: 20s, kind: mem-pressure, guest: g3, duration: 4s}
 """
+
+
+def joined(servers: str, group: str, topic: str) -> bool:
+    """Whether ``group`` holds a committed offset on ``topic``: a member commits where it
+    begins as soon as it is assigned (``Consumer``), so it reads what is sent from now on
+    (right after a broker restart a new group can take a while to join)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=3000)
+    try:
+        got = admin.list_group_offsets({group: None}).get(group, {})
+    except KafkaError:  # no such group yet
+        return False
+    finally:
+        admin.close()
+    return any(tp.topic == topic and om.offset >= 0 for tp, om in got.items())
 
 
 def test_injected_faults_lead_the_ranked_causes(lab, broker, tmp_path):
@@ -61,10 +77,14 @@ def test_injected_faults_lead_the_ranked_causes(lab, broker, tmp_path):
     try:
         wait_for(lambda: len(detector.guests) == 3 and
                  all(g.fitted for g in detector.guests.values()), 90, "three baselines")
+        wait_for(lambda: joined(broker.bootstrap, f"rca-{suffix}", ANOMALIES), 60,
+                 "the RCA worker's group to join")
         result = run_campaign(Campaign.load(path), lab, ledger)
-        wait_for(lambda: all(r["incident"] for r in score(
-            ledger.events(), [], list(incidents), guests=[g.name for g in lab.guests]).rows), 40,
-            "an incident for each fault")
+        deadline = time.monotonic() + 40  # for an incident for each fault
+        while not all(r["incident"] for r in score(
+                ledger.events(), [], list(incidents),
+                guests=[g.name for g in lab.guests]).rows) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         stop.set()
         for t in threads:
@@ -75,6 +95,10 @@ def test_injected_faults_lead_the_ranked_causes(lab, broker, tmp_path):
     card = summarize(scored)
     table = format_faults(scored.rows, card)
     rows = {r["kind"]: r for r in scored.rows}
+    assert all(r["incident"] for r in scored.rows), (
+        f"no incident for each fault within 40 s of the campaign's end:\n{table}\n"
+        f"anomalies per guest: {({g: d.anomalies for g, d in detector.guests.items()})}; "
+        f"incidents: {[(i.ts, [(a.guest, a.onset) for a in i.anomalies]) for i in incidents]}")
     # ranking is a judgement: the truth must lead once and never fall below rank 2
     assert card["effective"] == card["detected"] == 2 and card["ac1"] >= 0.5, table
     assert rows["disk-eio"]["rank"] <= 2 and rows["mem-pressure"]["rank"] <= 2, table
