@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from vmroc.bus import FAULTS, SAMPLES, BusError, Consumer, Message, Producer
-from vmroc.events import FaultEvent, Incident, Sample
+from vmroc.events import FaultEvent, Incident, Sample, unchecked_sample
 
 from .store import Batch, Store, StoreError
 
@@ -240,10 +240,10 @@ def _slim(sample: Sample) -> Sample:
     from vmroc.detect.featurize import EVENTS, LEVELS, RATES
     from vmroc.introspect.logparts import part_of
     f = sample.features
-    return Sample(guest=sample.guest, ts=sample.ts, backend=sample.backend,
-                  consistent=sample.consistent, seq=sample.seq,
-                  features={k: f[k] for k in RATES + EVENTS + LEVELS if k in f},
-                  log=[line for line in sample.log or () if part_of(line)] or None)
+    return unchecked_sample(guest=sample.guest, ts=sample.ts, backend=sample.backend,
+                            consistent=sample.consistent, seq=sample.seq, flags=[], tasks=None,
+                            features={k: f[k] for k in RATES + EVENTS + LEVELS if k in f},
+                            log=[line for line in sample.log or () if part_of(line)] or None)
 
 
 @dataclass
