@@ -37,7 +37,7 @@ FORMAT = 1
 _TASKS = re.compile(r'"tasks"\s*:\s*\[')
 _AFTER_TASKS = re.compile(r'\]\s*,\s*"log"\s*:')
 _MAGIC = {b"\xfd7zXZ\x00": lzma.open, b"\x1f\x8b": gzip.open}
-SAMPLES = Sample.topic
+SAMPLES = Sample.topic  # the topic of the lines read fast
 _CUT = (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error)
 
 
