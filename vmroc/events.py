@@ -603,17 +603,20 @@ def _sample_from(cls: type, w: Any, tasks: bool = True) -> Sample:
         raise SchemaError(f"sample: version {w.v!r} not supported (this vmroc reads "
                           f"v{Sample.v})", "sample", "v")
     if not tasks:
-        return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features,
-                                backend=w.backend, consistent=w.consistent, seq=w.seq,
-                                flags=w.flags, tasks=None, log=w.log)
-    tasks = w.tasks
+        return _wire_sample(w, None)
+    records = w.tasks
     if w.task_keys is not None:
-        if tasks is not None or not w.task_rows or bytes(w.task_rows) == _NIL:
+        if records is not None or not w.task_rows or bytes(w.task_rows) == _NIL:
             raise SchemaError("sample.tasks: a task table needs rows and no records",
                               "sample", "tasks")
-        tasks = _task_rows(w.task_keys, w.task_rows)
+        records = _task_rows(w.task_keys, w.task_rows)
     elif w.task_rows and bytes(w.task_rows) != _NIL:
         raise SchemaError("sample.tasks: task rows without keys", "sample", "tasks")
+    return _wire_sample(w, records)
+
+
+def _wire_sample(w: Any, tasks: list[dict[str, Any]] | None) -> Sample:
+    """The Sample of a struct msgspec checked (compact or JSON line), with ``tasks``."""
     return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features, backend=w.backend,
                             consistent=w.consistent, seq=w.seq, flags=w.flags, tasks=tasks,
                             log=w.log)
@@ -667,9 +670,7 @@ def sample_line_reader(tasks: bool) -> Callable[[str], Sample | None] | None:
         w = row.event
         if row.topic != Sample.topic or w.schema != Sample.schema or w.v != Sample.v:
             return None
-        return unchecked_sample(guest=w.guest, ts=w.ts, features=w.features,
-                                backend=w.backend, consistent=w.consistent, seq=w.seq,
-                                flags=w.flags, tasks=w.tasks if tasks else None, log=w.log)
+        return _wire_sample(w, w.tasks if tasks else None)
     return read
 
 
