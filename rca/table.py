@@ -223,7 +223,8 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
     A child moved by its parent is predicted from the parent's earlier (already moved)
     values, so its error stays ordinary; the root's error carries the fault itself.
     With fewer than ``MIN_FIT_ROWS`` normal rows there is too little to learn the
-    lags from (on synthetic tables with 10-12 it did worse than BARO): it scores as baro.
+    lags from (on synthetic tables with 10-12 it did worse than BARO): it scores as baro;
+    so does a table whose values overflow the scaling (cells near 1e308).
     """
     import warnings
 
@@ -247,6 +248,8 @@ def residual(x: np.ndarray, before: int, names: list[str]) -> np.ndarray:
     # every metric's pursuit from one Gram matrix (as OrthogonalMatchingPursuit with an
     # intercept, for all metrics at once)
     fit = lagged[fit_rows]
+    if not (np.isfinite(fit).all() and np.isfinite(targets).all()):
+        return baro(x, before, names)  # values near float64's limit overflow the scaling
     with warnings.catch_warnings():  # "ended prematurely": fewer useful columns than k
         warnings.simplefilter("ignore", RuntimeWarning)
         coef = orthogonal_mp_gram(fit.T @ fit, fit.T @ (targets - target_centre),

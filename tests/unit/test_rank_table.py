@@ -74,6 +74,16 @@ def test_with_few_normal_rows_the_default_scores_as_baro():
     assert rank_table(table, 1150) == rank_table(table, 1150, ranker="baro")
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow, on purpose
+def test_values_that_overflow_the_scaling_score_as_baro():
+    """Cells near float64's limit make the normal median infinite (found by the fuzz
+    test): the default ranker scores as baro instead of failing inside scikit-learn."""
+    big = [1e308 if i in (0, *range(3, 11), 14, 15, 16) else 0.0 for i in range(21)]
+    table = {"time": [float(i) for i in range(21)], "cpu": big,
+             "mem": [float(i % 3) for i in range(21)]}
+    assert rank_table(table, 20.0) == rank_table(table, 20.0, ranker="baro")
+
+
 def test_constant_columns_rank_last_with_score_zero():
     table = chain()
     table["flat"] = np.full(200, 7.0)
