@@ -241,7 +241,8 @@ class GuestDetector:
                 i = bisect.bisect_left(stops, k)
                 end = stops[i] if i < len(stops) else scored_to
                 if end > k:
-                    self._normal_run(samples, X, scores[k - scored_from:end - scored_from], k)
+                    self._normal_run(times, X, scores[k - scored_from:end - scored_from], k)
+                    self.last_ts = samples[end - 1].ts
                     k = end
                     continue
             out[k] = self._step(sample, X[k], float(scores[k - scored_from]))
@@ -267,10 +268,11 @@ class GuestDetector:
         due = np.flatnonzero(ts - (self.fitted_at or ts) >= self.refit_s)
         return k + int(due[0]) + 1 if len(due) else len(times)
 
-    def _normal_run(self, samples: list[Sample], X: np.ndarray, scores: np.ndarray,
+    def _normal_run(self, times: np.ndarray, X: np.ndarray, scores: np.ndarray,
                     k: int) -> None:
-        """``_step`` on rows ``k``.. of a fitted guest outside an episode, all normal
-        (``scores`` <= 0), none of them due to refit: the clearly normal ones are kept."""
+        """``_step`` on rows ``k``.. of a fitted guest outside an episode (``times``: the
+        batch's), all normal (``scores`` <= 0), none of them due to refit: the clearly
+        normal ones are kept."""
         self.normal_run += len(scores)
         self.streak.clear()
         if self.cut is None:
@@ -278,9 +280,7 @@ class GuestDetector:
         else:
             keep = np.flatnonzero(scores + self.cut <= self.learn_below * self.cut)
         if len(keep):
-            ts = np.fromiter((samples[k + i].ts for i in keep.tolist()), float, len(keep))
-            self.normal.add(ts, X[k + keep])
-        self.last_ts = samples[k + len(scores) - 1].ts
+            self.normal.add(times[k + keep], X[k + keep])
 
     def _step(self, sample: Sample, x: np.ndarray, score: float) -> Anomaly | None:
         """The episode logic for one vector of a fitted guest (``score`` > 0: abnormal)."""
