@@ -31,6 +31,8 @@ def paused(guest):
     """The guest stopped over QMP for the block: every reader sees the same moment."""
     with guest.qmp() as qmp:
         qmp.cmd("stop")
+        # stop returns once the vCPUs are paused; QEMU's own word for it before any read
+        assert qmp.cmd("query-status")["running"] is False
     try:
         yield
     finally:
