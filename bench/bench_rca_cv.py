@@ -152,7 +152,7 @@ def abstention_curve(rows: list[dict]) -> list[dict]:
     cause, and AC@1 among those claimed and those abstained (what abstaining is worth)."""
     detected = [r for r in rows if r["effective"] and r["detected"] and r["top"] is not None]
     out = []
-    for below in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+    for below in (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
         claimed = [r["rank"] == 1 for r in detected if r["top"] >= below]
         dropped = [r["rank"] == 1 for r in detected if r["top"] < below]
         out.append({"below": below, "claimed": len(claimed) / max(len(detected), 1),

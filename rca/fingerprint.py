@@ -68,9 +68,10 @@ def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: 
     end = max(max(a.ts for a in anomalies), first + after_s) + 1e-6
     guests = sorted(set(guests) | set(onsets))
     parts = _parts_of(tuple(series.names))
-    moved = {g: _by_part(_moves(series.window(g, first - before_s, first),
-                                series.window(g, first, end), len(series.names)), parts)
-             for g in guests}
+    raw = {g: _moves(series.window(g, first - before_s, first),
+                     series.window(g, first, end), len(series.names)) for g in guests}
+    moved = {g: _by_part(raw[g], parts) for g in guests}
+    widest = max(len(idx) for idx, _ in parts)
     callers = {g: 0 for g in guests}
     for servers in (depends or {}).values():
         for server in servers:
@@ -85,12 +86,17 @@ def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: 
             own = moved[g][i]
             peers = np.mean([moved[o][i] for o in others], axis=0) if others else own * 0
             rest = np.max([moved[g][j] for j in range(len(PARTS)) if j != i], axis=0)
+            idx = parts[i][0]
+            each = raw[g][idx]       # the part's own features one by one, padded
+            each_peers = np.mean([raw[o][idx] for o in others], axis=0) if others else each * 0
+            pad = np.zeros(widest - len(idx))
             comp = component(g, part)
             said = []
             for name in ranks:
                 n, score = ranks[name].get(comp, (0, 0.0))
                 said += [1.0 / n if n else 0.0, float(score)]
-            out[comp] = np.concatenate([own, own - peers, rest, [
+            out[comp] = np.concatenate([own, own - peers, rest, each, pad, each - each_peers,
+                                        pad, [
                 lag, float(g in onsets), len(onsets) / len(guests), callers.get(g, 0)],
                 said, np.eye(len(PARTS))[i]])
     return out
