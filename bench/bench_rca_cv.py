@@ -102,6 +102,7 @@ def main() -> int:
         m = _metrics(rows)
         kinds = sorted({r["kind"] for r in rows})
         out[name] = {"ac1": m["ac1"], "ac3": m["ac3"], "avg5": m["avg5"],
+                     "ac1_ceiling": m["ac1_ceiling"],
                      "effective": m["effective"],
                      "per_kind_ac1": {k: _metrics([r for r in rows if r["kind"] == k])["ac1"]
                                       for k in kinds}}
@@ -117,6 +118,8 @@ def main() -> int:
     print(f"{'ranker':<12} {'AC@1':>5} {'AC@3':>5} {'Avg@5':>5}  faults")
     for name, m in out.items():
         print(f"{name:<12} {m['ac1']:>5.2f} {m['ac3']:>5.2f} {m['avg5']:>5.2f}  {m['effective']}")
+    print(f"AC@1 ceiling of these incidents (one rank-1 cause each): "
+          f"{out['fingerprint']['ac1_ceiling']:.2f}")
     kinds = sorted(out["fingerprint"]["per_kind_ac1"])
     print("AC@1 per kind:  " + "  ".join(f"{k}" for k in kinds))
     for name, m in out.items():

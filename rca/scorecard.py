@@ -28,7 +28,11 @@ Accuracy follows RCAEval: the rank of the true cause (the part the fault's ledge
 entries name, ``FaultEvent.broken_part()``, on one of its target guests; on any lab
 guest for a fault without targets, e.g. ``bridge-down``) in the incident that holds the
 detecting anomaly; AC@k is the share of scored faults with the truth in the top k (an
-undetected fault is a miss at every k) and Avg@5 the mean of AC@1..AC@5. Localization
+undetected fault is a miss at every k) and Avg@5 the mean of AC@1..AC@5. ``ac1_ceiling``
+is the largest AC@1 any ranker could reach on these incidents: an incident names one
+rank-1 cause, so of overlapping faults on different parts in one incident at most those
+sharing a truth can be right (with undetected faults, it bounds what ranking can fix).
+Localization
 latency is injection to the first credited incident whose rank-1 cause is right and
 claimed (``Incident.ts``, its last anomaly's confirmation; a live RCA worker publishes
 the ranking once the incident has been quiet for its ``quiet_s``).
@@ -59,7 +63,8 @@ __all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "Scored
 GRACE_S = 10.0
 LAB_WIDE = ("network", "cluster")   # levels whose faults touch every guest of the lab
 METRICS = ("faults", "effective", "detected", "detection_rate", "median_detection_latency_s",
-           "p90_detection_latency_s", "median_localization_latency_s", "ac1", "ac3", "avg5",
+           "p90_detection_latency_s", "median_localization_latency_s", "ac1", "ac1_ceiling",
+           "ac3", "avg5",
            "abstained", "ac1_answered")
 
 
@@ -203,12 +208,25 @@ def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "median_localization_latency_s": (_round(statistics.median(localized))
                                           if localized else None),
         "ac1": round(ac[0], 3) if n else None,
+        "ac1_ceiling": round(_ac1_ceiling(scored) / n, 3) if n else None,
         "ac3": round(ac[2], 3) if n else None,
         "avg5": round(sum(ac) / 5, 3) if n else None,
         "abstained": abstained,
         "ac1_answered": (round(sum(r["rank"] == 1 for r in answered) / len(answered), 3)
                          if answered else None),
     }
+
+
+def _ac1_ceiling(scored: list[dict[str, Any]]) -> int:
+    """How many of the faults any ranker could name at rank 1 with these incidents: an
+    incident has one rank-1 cause, so of the faults detected in it only those sharing
+    one truth can all be right (overlapping faults on different parts cannot)."""
+    truths: dict[str, list[list[str]]] = {}
+    for r in scored:
+        if r["detected"] and r["incident"]:
+            truths.setdefault(r["incident"], []).append(r["truth"])
+    return sum(max(sum(c in t for t in group) for c in {c for t in group for c in t})
+               for group in truths.values())
 
 
 def _windows(faults: Iterable[FaultEvent], lab: set[str], end: float | None,

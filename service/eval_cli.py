@@ -74,6 +74,8 @@ def format_scorecard(report: dict[str, Any]) -> str:
     lines.append(f"abstained (no credible cause): {report['abstained']} of {report['detected']} "
                  f"detected faults; AC@1 where a cause was claimed: "
                  f"{_f(report['ac1_answered'])}")
+    lines.append(f"AC@1 ceiling (one rank-1 cause per incident, overlapping faults share one): "
+                 f"{_f(report['ac1_ceiling'])}")
     lines.append(f"false alarms: {report['false_alarms']} of {report['incidents']} incidents in "
                  f"{report['hours']:.2f} h recorded ({'-' if fa is None else f'{fa:.2f}'}/h); "
                  "lat = injection to detection, loc = injection to the right rank-1 cause (s)")
