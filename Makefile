@@ -47,11 +47,13 @@ bench: setup
 # training recordings only; `make eval` scores every ranker on the held-out ones.
 TRAIN = data/recordings/mixed-s1.jsonl.xz data/recordings/mixed-s3.jsonl.xz
 HELDOUT = data/recordings/mixed-s2.jsonl.xz
+# fresh judges recorded after the fingerprint's last choice (seeds 6, 7); never trained on
+JUDGES = $(HELDOUT) data/recordings/mixed-s6.jsonl.xz data/recordings/mixed-s7.jsonl.xz
 model:
 	$(PYTHON) -m vmroc.cli rca train $(TRAIN) -o rca/models/fingerprint.joblib
 
 eval:
-	$(PYTHON) -m vmroc.cli eval $(HELDOUT) --ranker ensemble --html build/eval-heldout.html
+	$(PYTHON) -m vmroc.cli eval $(JUDGES) --ranker ensemble --html build/eval-heldout.html
 	$(PYTHON) -m vmroc.cli eval data/recordings/normal-3.jsonl.xz
 
 # RCA across workloads (docs/etcd.md): the shipped model (web recordings only) judged on
@@ -77,11 +79,13 @@ eval-workloads:
 failover: setup
 	$(PYTHON) bench/bench_failover.py
 
-# The shipped recordings again (~180 min on a 2-core machine; the lab and broker stay up).
+# The shipped recordings again (~240 min on a 2-core machine; the lab and broker stay up).
 recordings: setup
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/mixed.yaml --record data/recordings/mixed-s1.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s3.yaml --record data/recordings/mixed-s3.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s2.yaml --record $(HELDOUT)
+	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s6.yaml --record data/recordings/mixed-s6.jsonl.xz
+	$(PYTHON) -m vmroc.cli campaign run data/recordings/mixed-s7.yaml --record data/recordings/mixed-s7.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-2.jsonl.xz
 	$(PYTHON) -m vmroc.cli campaign run deploy/campaigns/normal.yaml --record data/recordings/normal-3.jsonl.xz
