@@ -182,6 +182,8 @@ class Guest:
         if self.lab.workload == "etcd":
             members = ",".join(f"{g['name']}={g['ip']}" for g in self.lab.state["guests"])
             append += f" vmroc.workload=etcd vmroc.cluster={members}"
+        if self.lab.state.get("kernel_args"):
+            append += f" {self.lab.state['kernel_args']}"
         cmd = [
             QEMU, "-name", f"vmroc:{self.lab.name}:{self.name},debug-threads=on",
             "-accel", accel, "-cpu", CPU_MODEL[accel],
@@ -343,10 +345,12 @@ class Lab:
     @classmethod
     def up(cls, guests: int = 3, name: str = "default", ram_mb: int | None = None,
            vcpus: int = 1, flavour: str = "generic", accel: str = "auto", wait: bool = True,
-           progress: Progress | None = None, workload: str = "web") -> "Lab":
+           progress: Progress | None = None, workload: str = "web",
+           kernel_args: str = "") -> "Lab":
         """Boot ``guests`` guests (or re-launch dead ones of a lab already up) running
         ``workload`` (``web`` or ``etcd``), each with ``ram_mb`` MiB (default per
-        workload: ``RAM_MB``)."""
+        workload: ``RAM_MB``); ``kernel_args`` are added to every guest's kernel command
+        line (``vmroc.busy=1``: the guest's busy workers, for bench/bench_overhead.py)."""
         say = progress or (lambda msg: log.info("%s", msg))
         ram_mb = ram_mb or RAM_MB.get(workload, RAM_MB["web"])
         lab = cls(name)
@@ -371,6 +375,9 @@ class Lab:
             _check_memory(guests, ram_mb)
             image = build_image(flavour, progress=say, workload=workload)
             lab._create(guests, ram_mb, vcpus, image, _choose_accel(accel, image, say), say)
+            if kernel_args:
+                lab.state["kernel_args"] = kernel_args
+                lab.save()
         started = time.monotonic()
         for g in lab.guests:
             if not g.alive():

@@ -15,6 +15,9 @@ arg() { # value of vmroc.$1= on the kernel command line
 }
 NAME=$(arg name); IP=$(arg ip); PEER=$(arg peer)
 WORKLOAD=$(arg workload); CLUSTER=$(arg cluster)  # cluster: g1=10.77.0.11,g2=10.77.0.12,...
+# bench/bench_overhead.py: vmroc.busy=1 runs busy_worker instead of cpu_worker, work that
+# never rests, so its rate (cpu_ops) measures what sampling takes from the guest
+BUSY=$(arg busy)
 
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" 2>/dev/null || echo "vmroc-init: insmod $m failed"
@@ -95,6 +98,19 @@ cpu_worker() { # a fixed chunk of work, then a short rest: ops/s falls when the 
         n=$((n + 1))
         echo "$n" > /tmp/cpu
         usleep 200000
+    done
+}
+
+busy_worker() { # vmroc.busy=1, instead of cpu_worker: a fixed unit of CPU work (shell
+    # arithmetic) and memory work (a 24 MiB file in RAM copied out), again and again
+    dd if=/dev/urandom of=/tmp/mem.big bs=1M count=24 2>/dev/null
+    n=0
+    while :; do
+        j=0
+        while [ $j -lt 1000 ]; do j=$((j + 1)); done
+        dd if=/tmp/mem.big of=/dev/null bs=1M 2>/dev/null
+        n=$((n + 1))
+        echo "$n" > /tmp/cpu
     done
 }
 
@@ -228,7 +244,7 @@ echo "0 0 0" > /tmp/http; echo "0 0 0" > /tmp/disk; echo 0 > /tmp/cpu; echo "0 0
 if [ "$WORKLOAD" = etcd ]; then etcd_member & etcd_client & fi
 [ -n "$PEER" ] && http_client &
 [ -b /dev/vda ] && disk_worker &
-cpu_worker &
+if [ "$BUSY" = 1 ]; then busy_worker & else cpu_worker & fi
 
 # the status loop runs as PID 1 and never exits
 read -r boot _ < /proc/uptime
