@@ -171,7 +171,7 @@ def main() -> None:
         modes[name] = out
     result = {"rounds": args.rounds, "seconds_per_mode": args.seconds, "accel": accel,
               "loadavg_at_start": [round(x, 2) for x in load], "modes": modes,
-              "busy_workers": busy}
+              "busy_worker": busy}
     if args.json:
         print(json.dumps(result, indent=1))
         return

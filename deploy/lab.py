@@ -350,7 +350,7 @@ class Lab:
         """Boot ``guests`` guests (or re-launch dead ones of a lab already up) running
         ``workload`` (``web`` or ``etcd``), each with ``ram_mb`` MiB (default per
         workload: ``RAM_MB``); ``kernel_args`` are added to every guest's kernel command
-        line (``vmroc.busy=1``: the guest's busy workers, for bench/bench_overhead.py)."""
+        line (``vmroc.busy=1``: the guest's busy worker, for bench/bench_overhead.py)."""
         say = progress or (lambda msg: log.info("%s", msg))
         ram_mb = ram_mb or RAM_MB.get(workload, RAM_MB["web"])
         lab = cls(name)
@@ -374,10 +374,8 @@ class Lab:
         else:
             _check_memory(guests, ram_mb)
             image = build_image(flavour, progress=say, workload=workload)
-            lab._create(guests, ram_mb, vcpus, image, _choose_accel(accel, image, say), say)
-            if kernel_args:
-                lab.state["kernel_args"] = kernel_args
-                lab.save()
+            lab._create(guests, ram_mb, vcpus, image, _choose_accel(accel, image, say), say,
+                        kernel_args)
         started = time.monotonic()
         for g in lab.guests:
             if not g.alive():
@@ -399,14 +397,14 @@ class Lab:
         return lab
 
     def _create(self, n: int, ram_mb: int, vcpus: int, image: GuestImage, accel: str,
-                say: Progress) -> None:
+                say: Progress, kernel_args: str = "") -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ips = [f"{SUBNET}.{10 + i}" for i in range(1, n + 1)]
         port = 20000 + zlib.crc32(self.name.encode()) % 20000
         self.state = {
             "name": self.name, "created": time.time(), "accel": accel, "net": "tap",
             "netns": self.netns, "mcast": f"230.77.0.1:{port}", "guests": [],
-            "workload": image.workload,
+            "workload": image.workload, "kernel_args": kernel_args,
         }
         for i in range(1, n + 1):
             gname = guest_name(i)

@@ -32,10 +32,9 @@ undetected fault is a miss at every k) and Avg@5 the mean of AC@1..AC@5. ``ac1_c
 is the largest AC@1 any ranker could reach on these incidents: an incident names one
 rank-1 cause, so of overlapping faults on different parts in one incident at most those
 sharing a truth can be right (with undetected faults, it bounds what ranking can fix).
-Localization
-latency is injection to the first credited incident whose rank-1 cause is right and
-claimed (``Incident.ts``, its last anomaly's confirmation; a live RCA worker publishes
-the ranking once the incident has been quiet for its ``quiet_s``).
+Localization latency is injection to the first credited incident whose rank-1 cause is
+right and claimed (``Incident.ts``, its last anomaly's confirmation; a live RCA worker
+publishes the ranking once the incident has been quiet for its ``quiet_s``).
 
 Abstentions are counted, not hidden: an incident whose ranker found no credible cause
 (``Incident.abstained``) still shows its ranking, and AC@k reads it as always;
@@ -64,8 +63,7 @@ GRACE_S = 10.0
 LAB_WIDE = ("network", "cluster")   # levels whose faults touch every guest of the lab
 METRICS = ("faults", "effective", "detected", "detection_rate", "median_detection_latency_s",
            "p90_detection_latency_s", "median_localization_latency_s", "ac1", "ac1_ceiling",
-           "ac3", "avg5",
-           "abstained", "ac1_answered")
+           "ac3", "avg5", "abstained", "ac1_answered")
 
 
 @dataclass

@@ -38,7 +38,7 @@ RUNS = {
 
 # Benchmarks that boot a lab of their own beside the session's: the session lab is paused
 # meanwhile (bench_failover's etcd cluster needs its heartbeats on time; bench_overhead
-# times its guest's busy workers, which only its own lab runs: vmroc.busy=1).
+# times its guest's busy worker, which only its own lab runs: vmroc.busy=1).
 OWN_LAB = {"bench_failover.py", "bench_overhead.py"}
 
 # What each prints when it worked: its table's header or its ratio line.
