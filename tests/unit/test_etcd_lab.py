@@ -114,7 +114,7 @@ def test_a_cluster_that_never_becomes_healthy_takes_the_lab_down(tmp_path, monke
     monkeypatch.setenv("VMROC_HOME", str(tmp_path))
     calls = []
 
-    def create(self, n, ram_mb, vcpus, image, accel, say):
+    def create(self, n, ram_mb, vcpus, image, accel, say, kernel_args=""):
         self.state = _fake_lab(tmp_path, monkeypatch).state
         self.save()
 
