@@ -28,12 +28,12 @@ __all__ = ["out_of_sample_abnormality", "episode_levels", "episode_starts", "tai
            "calibrated_cut"]
 
 
-def out_of_sample_abnormality(model, X, blocks: int = 4) -> list[np.ndarray]:
-    """Per block of consecutive rows, its rows' abnormality (``-score_samples``) by a
-    clone of ``model`` fitted on the other blocks."""
+def out_of_sample_abnormality(model, X, blocks: int = 4, first: int = 0) -> list[np.ndarray]:
+    """Per block of consecutive rows (from block ``first`` on), its rows' abnormality
+    (``-score_samples``) by a clone of ``model`` fitted on the other blocks."""
     X = np.asarray(X, dtype=float)
     out = []
-    for held in np.array_split(np.arange(len(X)), blocks):
+    for held in np.array_split(np.arange(len(X)), blocks)[first:]:
         lo, hi = (int(held[0]), int(held[-1]) + 1) if len(held) else (0, 0)
         out.append(_held_out(model, np.concatenate([X[:lo], X[hi:]]), X[lo:hi]))
     return out
@@ -84,7 +84,7 @@ def calibrated_cut(model, X, seconds: float, confirm: int = 3,
     pooled, but for the first block's (fitted on, never scored: the guest's first
     seconds, just booted or with its rate window still filling, are unlike the rest)."""
     levels = [episode_levels(a, confirm)
-              for a in out_of_sample_abnormality(model, X, blocks)[1:]]
+              for a in out_of_sample_abnormality(model, X, blocks, first=1)]
     pooled = np.concatenate(levels)
     scored = seconds / len(X) * sum(len(lv) + confirm - 1 for lv in levels)
     return tail_cut(pooled, scored, target_per_hour, quantile)

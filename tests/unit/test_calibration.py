@@ -164,3 +164,6 @@ def test_held_out_scores_of_the_robust_model_are_a_fitted_clones():
     for held, a in zip(np.array_split(np.arange(len(X)), 4), got):
         rest = np.setdiff1d(np.arange(len(X)), held)
         assert np.array_equal(a, -clone(model).fit(X[rest]).score_samples(X[held]))
+    # the calibration leaves the first block unscored: the others are the same numbers
+    later = out_of_sample_abnormality(model, X, first=1)
+    assert len(later) == 3 and all(np.array_equal(a, b) for a, b in zip(later, got[1:]))
