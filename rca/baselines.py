@@ -189,7 +189,31 @@ class NSigma:
                 for c in ranked]
 
 
+class _IQRScaler:
+    """scikit-learn's ``RobustScaler()`` (median, 25-75 % range) with the same numbers on
+    finite data, its quantiles taken for every column at once rather than column by
+    column (a ranking fits one per guest and incident); data with NaN goes to it."""
+
+    def fit(self, X: np.ndarray) -> "_IQRScaler":
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and len(X)
+                and np.isfinite(X).all()):
+            self._sk = RobustScaler().fit(X)
+            return self
+        self._sk = None
+        self.center_ = np.median(X, axis=0)
+        q = np.percentile(X, [25, 75], axis=0)
+        scale = q[1] - q[0]
+        scale[scale < 10 * np.finfo(scale.dtype).eps] = 1.0  # sklearn: constant -> 1
+        self.scale_ = scale
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        if self._sk is not None:
+            return self._sk.transform(X)
+        return (np.asarray(X, dtype=float) - self.center_) / self.scale_
+
+
 class Baro(NSigma):
     """NSigma with the median and interquartile range (BARO's ``RobustScaler``)."""
 
-    scaler = RobustScaler
+    scaler = _IQRScaler

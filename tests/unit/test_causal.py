@@ -112,3 +112,23 @@ def test_registry_builds_it_fitted_and_a_short_series_waits_for_data():
     short = CausalGraphRanker(min_steps=10_000).fit(series)
     assert short.graph_.size == 0  # not learnt yet; ranks by the deviations alone
     assert len(short.rank(incident(case))) == 15
+
+
+def test_baros_scaler_gives_scikit_learns_robust_scaler_numbers():
+    """BARO's median / interquartile range, every column at once: the same numbers as
+    RobustScaler's column by column (odd and even rows, ties, constant columns), and
+    RobustScaler itself for data with NaN."""
+    import numpy as np
+    from sklearn.preprocessing import RobustScaler
+
+    from vmroc.rca.baselines import _IQRScaler
+    rng = np.random.default_rng(11)
+    for rows in (5, 6, 61, 600, 601):
+        X = np.round(rng.gamma(1.0, size=(rows, 9)), 1)
+        X[:, 2] = 4.0                               # constant: scale 1
+        A = rng.gamma(1.0, size=(7, 9))
+        a, b = RobustScaler().fit(X), _IQRScaler().fit(X)
+        assert np.array_equal(a.center_, b.center_) and np.array_equal(a.scale_, b.scale_)
+        assert np.array_equal(a.transform(A), b.transform(A))
+    X[0, 1] = np.nan
+    assert np.array_equal(RobustScaler().fit(X).transform(A), _IQRScaler().fit(X).transform(A))

@@ -126,3 +126,34 @@ def test_the_ensemble_abstains_when_its_members_disagree_and_the_scorecard_count
     card = summarize(score(ledger, [], incidents, guests=["g1", "g2"], span=(90.0, 220.0)))
     assert (card["detected"], card["abstained"], card["ac1_answered"]) == (2, 1, 1.0)
     assert card["ac1"] == 0.5  # the split incident ranked g1/cpu first: a miss, as always
+
+
+def test_the_forest_ranks_with_the_same_probabilities_as_scikit_learns():
+    """Its trees run in a plain loop (no joblib task per tree): the same numbers."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from vmroc.rca.fingerprint import SequentialForest
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12))
+    y = (X[:, 0] + X[:, 3] * rng.normal(size=300) > 0.5).astype(int)
+    params = dict(n_estimators=40, min_samples_leaf=2, class_weight="balanced",
+                  random_state=7, n_jobs=1)
+    mine, theirs = SequentialForest(**params).fit(X, y), RandomForestClassifier(**params).fit(X, y)
+    Z = rng.normal(size=(50, 12))
+    assert np.array_equal(mine.predict_proba(Z), theirs.predict_proba(Z))
+
+
+def test_a_failed_save_leaves_the_model_file_as_it_was(tmp_path, monkeypatch):
+    import joblib
+    model = Fingerprint(n_estimators=10).fit(examples(0))
+    path = model.save(tmp_path / "m.joblib")
+    before = path.read_bytes()
+
+    def broken(obj, target, **kw):
+        open(target, "wb").write(b"half")
+        raise OSError("disk full")
+    monkeypatch.setattr(joblib, "dump", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
