@@ -107,19 +107,56 @@ def test_incidents_group_close_and_are_scored_by_the_scorecard():
 
 def test_an_incident_opened_by_noise_before_the_fault_is_still_the_faults():
     """The correlator knows nothing of the ledger: an incident a false alarm opened just
-    before an injection, which the fault's anomalies then joined, is credited to the
-    fault by the scorecard (and its ranking judged), not lost as a false alarm."""
+    before an injection, which the fault's anomalies then joined (the same guest's), is
+    credited to the fault by the scorecard (and its ranking judged), not lost as a false
+    alarm."""
     ledger = [fault("f1", "disk-eio", "disk", "g2", "injected", 100.0),
               fault("f1", "disk-eio", "disk", "g2", "effect-observed", 100.5),
               fault("f1", "disk-eio", "disk", "g2", "recovered", 110.0)]
     corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
-    out = corr.add(anomaly("g1", 96.0, tasks_zombie=4))      # noise, 4 s before
+    out = corr.add(anomaly("g2", 96.0, tasks_zombie=4))      # noise, 4 s before
     out += corr.add(anomaly("g2", 101.5, log_disk__s=20, vda_ioms__s=5))
     out += corr.flush()
-    assert len(out) == 1 and out[0].guests == ["g1", "g2"]
+    assert len(out) == 1 and out[0].guests == ["g2"] and len(out[0].anomalies) == 2
     scored = score(ledger, [], out, guests=["g1", "g2", "g3"], span=(90.0, 120.0))
     assert scored.false_alarms == [] and scored.rows[0]["incident"] == out[0].id
     assert scored.rows[0]["rank"] == 1
+
+
+def test_concurrent_faults_on_two_guests_are_two_incidents_each_named():
+    """Two faults injected together on different guests: one incident each, so each can
+    have its own rank-1 cause (in one incident, one of them would have to be wrong)."""
+    ledger = [fault("f1", "cpu-hog", "cpu", "g2", "injected", 100.0),
+              fault("f1", "cpu-hog", "cpu", "g2", "effect-observed", 100.5),
+              fault("f2", "disk-eio", "disk", "g3", "injected", 100.3),
+              fault("f2", "disk-eio", "disk", "g3", "effect-observed", 100.8)]
+    corr = Correlator(CausalRanker(TOPOLOGY).fit(), window_s=10, quiet_s=8)
+    out = corr.add(anomaly("g2", 101.0, cpu_user_s__s=12, rq_nr_running=9))
+    out += corr.add(anomaly("g3", 101.4, log_disk__s=20, vda_ioms__s=6))
+    out += corr.flush()
+    assert sorted(i.guests for i in out) == [["g2"], ["g3"]]
+    card = summarize(score(ledger, [], out, guests=["g1", "g2", "g3"], span=(90.0, 120.0)))
+    assert (card["ac1"], card["ac1_ceiling"], card["false_alarms"]) == (1.0, 1.0, 0)
+
+
+def test_a_peers_symptoms_join_the_incident_of_the_guest_in_trouble():
+    """A guest whose disk broke, and its clients timing out on it: one incident (the
+    clients' network symptoms alone would be a false alarm of their own); a guest's
+    own kernel line is never taken for a symptom. Symptoms on several guests with no
+    cause of their own (a broken network) are one incident."""
+    from vmroc.rca.incidents import group, is_symptom
+    assert is_symptom("tcp_timeouts/s") and is_symptom("vda_ioms/s")
+    assert not is_symptom("log_network/s") and not is_symptom("vda_rd/s")
+    broken = anomaly("g1", 100.0, log_disk__s=20, tasks_blocked=5)
+    clients = [anomaly("g2", 102.0, tcp_timeouts__s=4), anomaly("g3", 103.0, tcp_outrsts__s=3)]
+    assert [sorted({a.guest for a in g}) for g in group([broken, *clients], 10.0)] == \
+        [["g1", "g2", "g3"]]
+    network = [anomaly("g1", 200.0, tcp_timeouts__s=4), anomaly("g2", 201.0, eth0_rxp__s=9),
+               anomaly("g3", 260.0, tcp_timeouts__s=4)]       # a minute later: its own
+    assert [sorted({a.guest for a in g}) for g in group(network, 10.0)] == \
+        [["g1", "g2"], ["g3"]]
+    own = anomaly("g2", 101.0, log_network__s=2, tcp_timeouts__s=4)  # a line of its own
+    assert len(group([broken, own], 10.0)) == 2
 
 
 def test_cli_bad_depends_is_one_line():

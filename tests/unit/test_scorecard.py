@@ -249,14 +249,27 @@ def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
         assert set(card["per_kind"]) == {"guest-suspend", "disk-eio", "mem-pressure"}
         assert all(set(m) == set(METRICS) for m in card["per_kind"].values())
     assert (report["faults"], report["effective"], report["detected"]) == (3, 2, 2), report
-    # one incident holds both faults of the group: one of them can be rank 1, not both
-    assert (report["ac1"], report["ac1_ceiling"], report["ac3"]) == (0.5, 0.5, 1.0), report
-    assert report["false_alarms"] == 1 and report["incidents"] == 2, report
+    # the group's faults are on two guests: an incident each, both named at rank 1
+    assert (report["ac1"], report["ac1_ceiling"], report["ac3"]) == (1.0, 1.0, 1.0), report
+    assert report["false_alarms"] == 1 and report["incidents"] == 3, report
     assert report["per_kind"]["mem-pressure"]["effective"] == 0
     assert report["baselines"]["baro"]["detected"] == 2  # the same incidents
     (rec,) = report["recordings"]
     assert rec["path"] == str(campaign) and rec["skipped_lines"] == 1
     assert rec["samples"] == 3 * 650 and 0.035 < rec["hours"] < 0.037
+
+
+def test_the_ac1_ceiling_counts_one_right_fault_per_rank_1_cause():
+    """Overlapping faults on different parts in one incident: at most one can be right."""
+    from vmroc.rca.scorecard import _metrics
+    row = dict(effective=True, detected=True, detection_latency_s=1.0,
+               localization_latency_s=None, abstained=False, rank=1)
+    rows = [dict(row, incident="i1", truth=["g1/cpu"]),
+            dict(row, incident="i1", truth=["g2/disk"], rank=2),
+            dict(row, incident="i2", truth=["g3/memory"]),
+            dict(row, incident="i2", truth=["g3/memory"])]
+    assert _metrics(rows)["ac1_ceiling"] == 0.75
+    assert _metrics(rows[:2])["ac1_ceiling"] == 0.5
 
 
 def test_eval_scores_the_default_ensemble_with_the_heuristic_as_a_contestant(campaign, capsys):
