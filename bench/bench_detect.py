@@ -8,8 +8,9 @@ with refits off (what the per-sample path costs without the once-a-minute learni
 normal), and the whole replay (``rca.replay.run_recording``: decode, detection,
 ranking). Each stage is timed ``--repeat`` times, the best kept (the host's other work
 only ever slows a run down). Prints samples per second, the ratio batch / per sample,
-how many guests sampled at 10 Hz one detector core keeps up with, and what the refits
-cost per guest and minute of stream. Not a test.
+how many guests sampled at 10 Hz one detector core keeps up with, what the refits
+cost per guest and minute of stream, and the sha256 of the anomalies (a change meant to
+keep every anomaly gives the same on both commits). Not a test.
 
 ``--quick`` (what the test suite runs): the first 3000 events of the recording (about
 100 s of it), batches of 500.
@@ -18,6 +19,7 @@ cost per guest and minute of stream. Not a test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -78,6 +80,8 @@ def main() -> None:
     many, t_many, det = min((batches() for _ in range(args.repeat)), key=lambda r: r[1])
     t_frozen = best(batches(refit_s=None)[1] for _ in range(args.repeat))
     same = [encode(a) for a in one] == [encode(a) for a in many]
+    # the anomalies' fingerprint: equal on two commits = the same anomalies, byte for byte
+    digest = hashlib.sha256(b"".join(encode(a) for a in many)).hexdigest()
     refits = sum(g._fits for g in det.guests.values())
     minutes = sum((g.last_ts or 0) - (g.started or 0) for g in det.guests.values()) / 60
 
@@ -93,6 +97,7 @@ def main() -> None:
     fit_ms = (t_many - t_frozen) / max(refits, 1) * 1000
     report = {"recording": path.name, "samples": n, "guests": len(det.guests),
               "anomalies": len(one), "same_anomalies": same, "batch": args.batch,
+              "anomalies_sha256": digest,
               "samples_per_s": {k: round(v) for k, v in rate.items()},
               "batch_over_per_sample": round(t_one / t_many, 2),
               "fits": refits, "ms_per_fit": round(fit_ms, 2),
@@ -105,7 +110,8 @@ def main() -> None:
         print(json.dumps(report, indent=1))
         return
     print(f"{path.name}: {n} samples of {len(det.guests)} guests, {len(one)} anomalies; "
-          f"batch and per-sample give the same anomalies: {same}")
+          f"batch and per-sample give the same anomalies: {same}; their sha256 "
+          f"{digest[:16]} (equal on two commits: the same anomalies)")
     print(f"{'stage':<34}{'samples/s':>10}{'guests at 10 Hz':>17}")
     for name, key in (("decode (all fields)", "decode_all_fields"),
                       ("decode as replay (no tasks, slim)", "decode_as_replay"),
