@@ -95,9 +95,8 @@ def _plain_rows(estimator, X) -> bool:
     """Whether ``X`` is a finite 2-D float array of the fitted width, for an estimator
     fitted without feature names: ``validate_data(reset=False)`` would return it
     unchanged (it costs more than scoring a few rows, the detector's hot path)."""
-    return (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2
-            and X.shape[1] == estimator.n_features_in_ and X.shape[0] > 0
-            and not hasattr(estimator, "feature_names_in_") and bool(np.isfinite(X).all()))
+    return (_plain_array(X) and X.shape[1] == estimator.n_features_in_
+            and not hasattr(estimator, "feature_names_in_"))
 
 
 class RobustZScore(OutlierMixin, BaseEstimator):

@@ -120,15 +120,20 @@ def group(anomalies: list[Anomaly], window_s: float, join_s: float = JOIN_S
     order, ordered by first onset."""
     chains: list[list[Anomaly]] = []
     current: dict[str, list[Anomaly]] = {}
+    latest: dict[str, float] = {}  # each guest's latest onset in its current chain
     for a in anomalies:
-        chain = current.get(a.guest)
-        if chain is None or _onset(a) - max(map(_onset, chain)) > window_s:
-            chain = current[a.guest] = []
-            chains.append(chain)
-        chain.append(a)
-    chains.sort(key=lambda c: (min(map(_onset, c)), c[0].guest))
-    first = [min(map(_onset, c)) for c in chains]
-    last = [max(map(_onset, c)) for c in chains]
+        onset = _onset(a)
+        if a.guest not in current or onset - latest[a.guest] > window_s:
+            current[a.guest] = []
+            chains.append(current[a.guest])
+            latest[a.guest] = onset
+        current[a.guest].append(a)
+        latest[a.guest] = max(latest[a.guest], onset)
+    spans = sorted(((min(map(_onset, c)), c[0].guest, max(map(_onset, c)), n)
+                    for n, c in enumerate(chains)))
+    chains = [chains[n] for *_, n in spans]
+    first = [f for f, *_ in spans]
+    last = [t for _, _, t, _ in spans]
     symptom = [all(a.features and all(map(is_symptom, a.features)) for a in c)
                for c in chains]
     into: dict[int, int] = {}
