@@ -157,3 +157,20 @@ def test_a_failed_save_leaves_the_model_file_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save(path)
     assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_broken_link_is_the_guest_whose_peers_are_the_ones_in_trouble():
+    from vmroc.rca.fingerprint import _network_explains
+    depends = {"g1": ["g2"], "g2": ["g1"], "g3": ["g1"]}   # the web lab: g1 in the middle
+    timeouts = {"tcp_timeouts/s": 4.0}
+
+    def best(*guests):
+        anomalies = [anomaly(g, 10.0 + i, **timeouts) for i, g in enumerate(guests)]
+        said = _network_explains(anomalies + [anomaly("g3", 11.0)], GUESTS, depends)
+        return sorted(g for g, (_, _, top) in said.items() if top)
+
+    assert best("g2", "g3") == ["g1"]          # both clients: their server's link
+    assert best("g1", "g3") == ["g3"]          # the server and one client: that client's
+    assert best("g1", "g2", "g3") == ["g1"]
+    said = _network_explains([anomaly("g2", 10.0)], GUESTS, depends)   # no network anomaly
+    assert all(v == [0.0, 0.0, 0.0] for v in said.values())
