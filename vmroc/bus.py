@@ -15,7 +15,9 @@ once for the process with ``use_broker()`` (the ``vmroc`` command does).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import importlib.util
 import logging
 import os
@@ -169,19 +171,24 @@ class Producer:
     """Publishes events (acks=all, idempotent, retried; batched up to 10 ms and
     lz4-compressed by default); ``close()`` flushes. ``options`` go to KafkaProducer.
 
-    ``pack=N`` (default 1: off) sends up to N events of one topic and key as one
-    Kafka message, waiting at most ``pack_ms`` for a pack to fill (checked on each
-    ``send``; ``flush``/``close`` send partial packs). Consumers unpack
-    transparently. It multiplies throughput at high per-key rates; at 10 Hz per
-    guest it only adds latency, so leave it off there.
+    Samples are packed: up to ``pack`` (default 10) samples bound for one partition of
+    ``vmroc.samples`` travel as one Kafka message, sent when full or ``pack_ms`` (10,
+    the batching's own linger) after its first sample, whichever comes first. A guest's
+    samples all go to its key's partition, so their order is kept; consumers unpack
+    transparently. A Kafka message costs kafka-python about as much as the sample in it,
+    so a full pack doubles the bus's throughput; at 10 Hz per guest a pack holds what
+    the other guests of its partition sent within the linger. ``pack=1`` sends one
+    sample a message. Other events always go one a message. ``send`` returns a future
+    either way: ``.get()`` waits for the broker's acknowledgement (of a sample's pack,
+    sending the pack at once if it is still filling).
 
     Samples go in the compact form (``vmroc.events``; JSON if msgspec is missing),
     other events as JSON; consumers read both. ``compact=False`` sends samples as JSON
     too, for consumers of a vmroc older than the compact form.
     """
 
-    def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 1,
-                 pack_ms: float = 50.0, compact: bool = True, **options: Any):
+    def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 10,
+                 pack_ms: float = 10.0, compact: bool = True, **options: Any):
         self.servers = servers or bootstrap()
         if ensure and self.servers not in _ensured:
             ensure_topics(self.servers)
@@ -191,31 +198,73 @@ class Producer:
         self._producer = _connect("producer", self.servers, **(config | options))
         self.pack, self.pack_s = max(1, pack), pack_ms / 1000
         self.compact = compact
-        self._packs: dict[tuple[str, str | None], tuple[float, list[_Event]]] = {}
+        self._packs: dict[int, _Pack] = {}      # partition -> the pack filling for it
+        self._partition_of: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
         self.sent = 0
 
     def send(self, event: _Event, *, key: str | None = None):
-        """Queue ``event`` on its topic. Returns kafka-python's future (``.get()``
-        waits for the broker's acknowledgement), or None while the event waits in a
-        pack; ``flush()`` is the way to know everything was acknowledged."""
+        """Queue ``event`` on its topic; returns its future (see the class docstring)."""
         key = event.key if key is None else key
         self.sent += 1
-        if self.pack == 1:
+        if self.pack == 1 or event.topic != SAMPLES:
             return self._send(event.topic, key, encode(event, compact=self.compact))
-        now = time.monotonic()
-        started, events = self._packs.setdefault((event.topic, key), (now, []))
-        events.append(event)
-        future = None
-        if len(events) >= self.pack:
-            del self._packs[(event.topic, key)]
-            future = self._send(event.topic, key, encode_pack(events, compact=self.compact))
-        while self._packs:                      # oldest first: dicts keep insert order
-            (topic, k), (started, events) = next(iter(self._packs.items()))
-            if now - started < self.pack_s:
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = self._partition_of[key] = self._partition(key)
+        with self._lock:
+            now = time.monotonic()
+            pack = self._packs.get(partition)
+            if pack is None:
+                pack = self._packs[partition] = _Pack(self, partition, now)
+            pack.events.append(event)
+            if len(pack.events) >= self.pack:
+                self._send_pack(pack)
+            self._send_stale(now)
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_stale, daemon=True,
+                                             name="vmroc-packs")
+            self._flusher.start()
+        return pack
+
+    def _partition(self, key: str | None) -> int:
+        """The partition of ``vmroc.samples`` that kafka's default partitioner gives
+        ``key`` (murmur2, as the Java client)."""
+        from kafka.partitioner.default import murmur2
+        partitions = sorted(self._producer.partitions_for(SAMPLES))
+        if key is None:
+            return partitions[0]
+        return partitions[(murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)]
+
+    def _send_stale(self, now: float) -> None:
+        """Send the packs older than ``pack_ms`` (oldest first; the lock is held)."""
+        while self._packs:                      # dicts keep insertion order
+            pack = next(iter(self._packs.values()))
+            if now - pack.started < self.pack_s:
                 break
-            del self._packs[(topic, k)]
-            self._send(topic, k, encode_pack(events, compact=self.compact))
-        return future
+            self._send_pack(pack)
+
+    def _flush_stale(self) -> None:
+        """A pack waits at most ``pack_ms`` even when no other sample comes."""
+        while not self._closing.wait(self.pack_s / 2):
+            try:
+                with self._lock:
+                    self._send_stale(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the next send or flush raises it
+                log.warning("samples to %s: a pack could not be sent yet: %s",
+                            self.servers, exc)
+
+    def _send_pack(self, pack: "_Pack") -> None:
+        """Send ``pack`` (the lock is held) and give it kafka-python's future."""
+        if self._packs.get(pack.partition) is pack:
+            del self._packs[pack.partition]
+        events = pack.events
+        value = (encode_pack(events, compact=self.compact) if len(events) > 1
+                 else encode(events[0], compact=self.compact))
+        pack.future = self._producer.send(SAMPLES, value, key=events[0].key.encode(),
+                                          partition=pack.partition)
 
     def _send(self, topic: str, key: str | None, value: bytes):
         return self._producer.send(topic, value, key=key.encode() if key is not None else None)
@@ -224,10 +273,9 @@ class Producer:
         """Send partial packs and wait until every event is acknowledged (or raise
         BusError)."""
         from kafka.errors import KafkaError
-        packs, self._packs = self._packs, {}
-        for (topic, key), (_, events) in packs.items():
-            self._send(topic, key, encode_pack(events, compact=self.compact) if len(events) > 1
-                       else encode(events[0], compact=self.compact))
+        with self._lock:
+            for pack in list(self._packs.values()):
+                self._send_pack(pack)
         try:
             self._producer.flush(timeout=timeout)
         except KafkaError as exc:
@@ -235,6 +283,7 @@ class Producer:
                            self.servers) from exc
 
     def close(self, timeout: float = 30.0) -> None:
+        self._closing.set()
         try:
             self.flush(timeout)
         finally:
@@ -245,6 +294,39 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cycle collector held off while a polled batch is decoded. Decoding makes
+    thousands of objects that hold no cycles (events, their feature dicts); each few
+    hundred of them would start a collection that walks every object of the process:
+    the consumer's decoding took 1.5-2x as long. Collection resumes after the batch."""
+    if not gc.isenabled():          # held off already (another consumer's batch)
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class _Pack:
+    """Samples bound for one partition, sent as one message; also each one's future:
+    ``get()`` waits for the pack's acknowledgement, sending it first if it is filling."""
+
+    def __init__(self, producer: Producer, partition: int, started: float):
+        self.producer, self.partition, self.started = producer, partition, started
+        self.events: list[_Event] = []
+        self.future = None                      # kafka-python's, once sent
+
+    def get(self, timeout: float | None = None):
+        if self.future is None:
+            with self.producer._lock:
+                if self.future is None:
+                    self.producer._send_pack(self)
+        return self.future.get(timeout)
 
 
 class Consumer:
@@ -287,21 +369,22 @@ class Consumer:
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[Message]:
         """The next decoded events (possibly none); bad messages go to the DLQ."""
         from kafka.errors import KafkaError
-        try:
-            batches = self._consumer.poll(timeout_ms=int(timeout * 1000),
-                                          max_records=max_records)
-        except KafkaError as exc:
-            raise BusError(f"consuming {self.topics} from {self.servers}: {exc}",
-                           self.servers) from exc
-        if self.group is not None:
-            self._anchor(batches)
-        out = []
-        for records in batches.values():
-            for rec in records:
-                self.stats["received"] += 1
-                msgs = self._decode(rec)
-                self.stats["decoded"] += len(msgs)
-                out += msgs
+        with _gc_paused():
+            try:
+                batches = self._consumer.poll(timeout_ms=int(timeout * 1000),
+                                              max_records=max_records)
+            except KafkaError as exc:
+                raise BusError(f"consuming {self.topics} from {self.servers}: {exc}",
+                               self.servers) from exc
+            if self.group is not None:
+                self._anchor(batches)
+            out = []
+            for records in batches.values():
+                for rec in records:
+                    self.stats["received"] += 1
+                    msgs = self._decode(rec)
+                    self.stats["decoded"] += len(msgs)
+                    out += msgs
         return out
 
     def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
@@ -422,6 +505,9 @@ class Consumer:
             if self.dlq:
                 self._dead_letter(rec, str(exc))
             return []
+        if len(events) > 1:     # a pack: one partition's events, each with its own key
+            return [Message(rec.topic, rec.partition, rec.offset, event.key, rec.timestamp,
+                            event) for event in events]
         return [Message(rec.topic, rec.partition, rec.offset, key, rec.timestamp, event)
                 for event in events]
 

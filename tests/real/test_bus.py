@@ -121,11 +121,27 @@ def test_packed_events_are_unpacked_in_order(broker):
             producer.send(sample(f"g{seq % 2}-{rid}", seq))
     got, consumer = consume(bus.SAMPLES, broker.bootstrap, 25, match=lambda m: rid in m.key)
     assert sorted(m.event.seq for m in got) == list(range(25))
-    offsets = {(m.key, m.partition, m.offset) for m in got}
-    assert len(offsets) == 4                    # 2 guests x (a full pack of 10 + the rest)
+    assert all(m.key == m.event.guest for m in got)
+    per_partition: dict[int, list[bus.Message]] = {}
+    for m in got:
+        per_partition.setdefault(m.partition, []).append(m)
+    for msgs in per_partition.values():         # full packs of 10 and the rest: one message
+        assert len({m.offset for m in msgs}) == -(-len(msgs) // 10)
     for guest in {m.key for m in got}:
         seqs = [m.event.seq for m in got if m.key == guest]
         assert seqs == sorted(seqs)
+
+
+def test_a_pack_goes_out_within_pack_ms_and_its_future_acknowledges_it(broker):
+    rid = run_id()
+    with bus.Producer(broker.bootstrap, pack=10, pack_ms=50) as producer:
+        sent = time.time()
+        producer.send(sample(f"lone-{rid}", 1))         # no second sample, no flush
+        got, _ = consume(bus.SAMPLES, broker.bootstrap, 1, match=lambda m: rid in m.key)
+        assert [m.event.seq for m in got] == [1]
+        assert got[0].timestamp_ms / 1000 - sent < 0.5  # handed to kafka after ~50 ms
+        ack = producer.send(sample(f"lone-{rid}", 2)).get(timeout=10)   # sent at once
+        assert ack.topic == bus.SAMPLES and ack.offset > got[0].offset
 
 
 def test_two_consumers_in_one_group_split_the_partitions(broker):

@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import threading
 import types
 
 import pytest
@@ -310,13 +311,17 @@ class _FakeKafkaProducer:
     def __init__(self):
         self.sent = []
 
-    def send(self, topic, value, key=None):
+    def send(self, topic, value, key=None, partition=None):
         self.sent.append((topic, value))
+
+    def partitions_for(self, topic):
+        return {0, 1, 2, 3}
 
 
 def _producer(**options) -> bus.Producer:
     producer = object.__new__(bus.Producer)      # no broker: only the encoding is tested
     producer.pack, producer.pack_s, producer._packs, producer.sent = 1, 1.0, {}, 0
+    producer._partition_of, producer._lock, producer._flusher = {}, threading.Lock(), False
     producer.compact = options.get("compact", True)
     producer.pack = options.get("pack", 1)
     producer._producer = _FakeKafkaProducer()
@@ -398,3 +403,37 @@ def test_samples_decoded_without_tasks_are_the_same_but_for_them(compact):
         with pytest.raises(SchemaError):
             decode_pack("vmroc.samples", broken)
         assert len(decode_pack("vmroc.samples", broken, tasks=False)) == 3
+
+
+def test_a_poll_holds_off_the_cycle_collector_and_always_gives_it_back():
+    import gc
+
+    from kafka.errors import KafkaError
+
+    seen = []
+
+    class Kafka:
+        def __init__(self, fail):
+            self.fail = fail
+
+        def poll(self, timeout_ms, max_records):
+            seen.append(gc.isenabled())
+            if self.fail:
+                raise KafkaError("broker gone")
+            return {}
+
+    consumer = object.__new__(bus.Consumer)
+    consumer.stats, consumer.group, consumer.topics, consumer.servers = {}, None, ["t"], "x"
+    consumer._consumer = Kafka(fail=False)
+    assert gc.isenabled() and consumer.poll(0.1) == [] and gc.isenabled()
+    consumer._consumer = Kafka(fail=True)
+    with pytest.raises(bus.BusError, match="broker gone"):
+        consumer.poll(0.1)
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()                                # held off by someone else: left so
+    try:
+        consumer._consumer = Kafka(fail=False)
+        consumer.poll(0.1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
