@@ -44,6 +44,9 @@ INCIDENTS = "vmroc.incidents"
 DLQ = "vmroc.dlq"
 TOPICS = (SAMPLES, FAULTS, ANOMALIES, INCIDENTS, DLQ)
 DEFAULT_SAMPLES_PARTITIONS = 4
+# A pack of samples is sent once it holds about this many bytes, whatever its count:
+# Kafka refuses messages over 1 MB (a guest with thousands of tasks makes 100 KB samples)
+PACK_BYTES = 256 * 1024
 ANCHOR_TIMEOUT_MS = 5000     # each call of Consumer._anchor's; then it tries on the next poll
 
 # Client settings shared by producers and consumers: reconnect quickly after a
@@ -172,7 +175,8 @@ class Producer:
     lz4-compressed by default); ``close()`` flushes. ``options`` go to KafkaProducer.
 
     Samples are packed: up to ``pack`` (default 10) samples bound for one partition of
-    ``vmroc.samples`` travel as one Kafka message, sent when full or ``pack_ms`` (10,
+    ``vmroc.samples`` travel as one Kafka message, sent when full (or about
+    ``PACK_BYTES`` big) or ``pack_ms`` (10,
     the batching's own linger) after its first sample, whichever comes first. A guest's
     samples all go to its key's partition, so their order is kept; consumers unpack
     transparently. A Kafka message costs kafka-python about as much as the sample in it,
@@ -220,7 +224,8 @@ class Producer:
             if pack is None:
                 pack = self._packs[partition] = _Pack(self, partition, now)
             pack.events.append(event)
-            if len(pack.events) >= self.pack:
+            pack.size += _size_hint(event)
+            if len(pack.events) >= self.pack or pack.size >= PACK_BYTES:
                 self._send_pack(pack)
             self._send_stale(now)
         if self._flusher is None:
@@ -296,6 +301,13 @@ class Producer:
         self.close()
 
 
+def _size_hint(sample) -> int:
+    """About how many bytes ``sample`` takes in the compact form (a task record ~60, a
+    feature ~15: measured on the lab's samples), so a pack stays below ``PACK_BYTES``."""
+    return (200 + 15 * len(sample.features) + 80 * len(sample.tasks or ())
+            + sum(len(line) + 8 for line in sample.log or ()))
+
+
 @contextlib.contextmanager
 def _gc_paused():
     """Python's cycle collector held off while a polled batch is decoded. Decoding makes
@@ -319,6 +331,7 @@ class _Pack:
     def __init__(self, producer: Producer, partition: int, started: float):
         self.producer, self.partition, self.started = producer, partition, started
         self.events: list[_Event] = []
+        self.size = 0                           # about how many bytes it will take
         self.future = None                      # kafka-python's, once sent
 
     def get(self, timeout: float | None = None):

@@ -437,3 +437,17 @@ def test_a_poll_holds_off_the_cycle_collector_and_always_gives_it_back():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@needs_msgspec
+def test_a_pack_of_big_samples_goes_out_before_kafka_would_refuse_it():
+    producer = _producer(pack=10)
+    tasks = [{"pid": i, "comm": f"worker-{i}", "state": "S"} for i in range(3000)]
+    big = Sample(**{**to_dict(SAMPLE, header=False), "tasks": tasks})
+    for _ in range(4):
+        producer.send(big)
+    sent = list(producer._producer.sent)
+    assert len(sent) >= 2 and all(len(value) < bus.PACK_BYTES for _, value in sent)
+    for _ in range(3):
+        producer.send(SAMPLE)                   # small ones still fill a pack of 10
+    assert producer._producer.sent == sent
