@@ -47,8 +47,10 @@ bench: setup
 # training recordings only; `make eval` scores every ranker on the held-out ones.
 TRAIN = data/recordings/mixed-s1.jsonl.xz data/recordings/mixed-s3.jsonl.xz
 HELDOUT = data/recordings/mixed-s2.jsonl.xz
-# fresh judges recorded after the fingerprint's last choice (seeds 6, 7); never trained on
-JUDGES = $(HELDOUT) data/recordings/mixed-s6.jsonl.xz data/recordings/mixed-s7.jsonl.xz
+# fresh judges recorded after a fingerprint choice (seeds 6, 7; 8 after the network
+# explanation); never trained on
+JUDGES = $(HELDOUT) data/recordings/mixed-s6.jsonl.xz data/recordings/mixed-s7.jsonl.xz \
+         data/recordings/mixed-s8.jsonl.xz
 model:
 	$(PYTHON) -m vmroc.cli rca train $(TRAIN) -o rca/models/fingerprint.joblib
 
