@@ -114,15 +114,10 @@ def _network_explains(anomalies: list[Anomaly], guests: list[str],
     by, so its fault shows on them and on it, and nowhere else. The Jaccard similarity
     of the guests with a network anomaly and the guest with its peers, whether those
     cover every such guest, and whether no other guest explains them better."""
-    from .components import feature_part
-    hit = {a.guest for a in anomalies
-           if any(feature_part(f) == "network" and not f.startswith("log_")
-                  for f in a.features)}
-    near = {g: {g} for g in guests}
-    for caller, servers in (depends or {}).items():
-        for server in servers:
-            near.setdefault(caller, {caller}).add(server)
-            near.setdefault(server, {server}).add(caller)
+    from .components import is_network_counter, neighbours
+    hit = {a.guest for a in anomalies if any(map(is_network_counter, a.features))}
+    peers = neighbours(depends)
+    near = {g: {g} | peers[g] for g in guests}
     jac = {g: len(hit & near[g]) / len(hit | near[g]) if hit else 0.0 for g in guests}
     best = max(jac.values(), default=0.0)
     return {g: [jac[g], float(bool(hit) and hit <= near[g]), float(bool(hit) and jac[g] == best)]

@@ -43,7 +43,7 @@ from collections import deque
 
 from vmroc.events import Anomaly, Incident
 
-from .components import feature_part
+from .components import is_network_counter
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ SHARED = frozenset({"vda_ioms/s", "cpu_idle_s/s", "cpu_steal_s/s"})
 
 def is_symptom(feature: str) -> bool:
     """Whether a guest's ``feature`` can move because of another guest's fault."""
-    return feature in SHARED or (feature_part(feature) == "network"
-                                 and not feature.startswith("log_"))
+    return feature in SHARED or is_network_counter(feature)
 
 
 class Correlator:

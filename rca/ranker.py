@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 
 from vmroc.events import Anomaly, Cause
 
-from .components import component, feature_part
+from .components import component, feature_part, neighbours
 from .errors import RCAError
 
 __all__ = ["CausalRanker"]
@@ -57,11 +57,7 @@ class CausalRanker:
         """Learn the dependency edges (both ways) and each component's usual noise."""
         if not 0 < self.propagation <= 1 or self.half_life_s <= 0 or self.lag_s <= 0:
             raise RCAError("propagation must be in (0, 1], half_life_s and lag_s > 0")
-        self.neighbours_: dict[str, set[str]] = defaultdict(set)
-        for guest, servers in (self.depends or {}).items():
-            for server in servers:
-                self.neighbours_[guest].add(server)
-                self.neighbours_[server].add(guest)
+        self.neighbours_ = neighbours(self.depends)
         counts = Counter(c for a in history for c in self._evidence(a))
         total = sum(counts.values())
         self.noise_ = {c: n / total for c, n in counts.items()} if total else {}

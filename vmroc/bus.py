@@ -210,7 +210,9 @@ class Producer:
         self.sent = 0
 
     def send(self, event: _Event, *, key: str | None = None):
-        """Queue ``event`` on its topic; returns its future (see the class docstring)."""
+        """Queue ``event`` on its topic; returns its future (see the class docstring).
+        ``key`` overrides the event's own; a packed sample's only picks its partition
+        (consumers read each packed event's key from the event itself)."""
         key = event.key if key is None else key
         self.sent += 1
         if self.pack == 1 or event.topic != SAMPLES:
@@ -228,10 +230,10 @@ class Producer:
             if len(pack.events) >= self.pack or pack.size >= PACK_BYTES:
                 self._send_pack(pack)
             self._send_stale(now)
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_stale, daemon=True,
-                                             name="vmroc-packs")
-            self._flusher.start()
+            if self._flusher is None:           # under the lock: one flusher, not two
+                self._flusher = threading.Thread(target=self._flush_stale, daemon=True,
+                                                 name="vmroc-packs")
+                self._flusher.start()
         return pack
 
     def _partition(self, key: str | None) -> int:
@@ -310,10 +312,12 @@ def _size_hint(sample) -> int:
 
 @contextlib.contextmanager
 def _gc_paused():
-    """Python's cycle collector held off while a polled batch is decoded. Decoding makes
-    thousands of objects that hold no cycles (events, their feature dicts); each few
-    hundred of them would start a collection that walks every object of the process:
-    the consumer's decoding took 1.5-2x as long. Collection resumes after the batch."""
+    """Python's cycle collector held off during a poll: kafka-python parsing the fetched
+    records and vmroc decoding them make thousands of objects that hold no cycles
+    (records, events, their feature dicts); each few hundred of them would start a
+    collection that walks every object of the process, and reading a backlog took
+    1.5-2x as long. Held off for the poll's wait too (at most its ``timeout``);
+    collection resumes after each poll."""
     if not gc.isenabled():          # held off already (another consumer's batch)
         yield
         return
