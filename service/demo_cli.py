@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+ASSIGN_S = 60.0  # the service's consumer joins its group and learns where the topics end
+
+
 def cmd_demo(args) -> int:
     import logging
 
@@ -93,11 +96,23 @@ def cmd_demo(args) -> int:
     say(f"dashboard at {svc.url} (live during the run; write actions need the token "
         f"{svc.token})")
     producer = Producer(servers)
+    sent: dict[str, int] = {}    # samples the sampler handed to the bus, per guest
+
+    def publish(sample) -> None:
+        producer.send(sample)
+        sent[sample.guest] = sent.get(sample.guest, 0) + 1
+
     sample_stop = threading.Event()
-    sampler = threading.Thread(target=stream, args=(lab.guests, producer.send),
+    sampler = threading.Thread(target=stream, args=(lab.guests, publish),
                                kwargs={"rate": args.rate, "stop": sample_stop}, daemon=True)
     result = None
     try:
+        # the service reads from the end of the topics: sample once it knows where that is
+        deadline = time.monotonic() + ASSIGN_S
+        while not svc.status.assigned and not svc.status.error and not stop.wait(0.2):
+            if time.monotonic() > deadline:
+                raise VmrocError(f"the service's consumer got no partitions from the broker "
+                                 f"in {ASSIGN_S:g} s ({_seen(svc.status, sent)})")
         sampler.start()
         say(f"sampling {', '.join(g.name for g in lab.guests)} at {args.rate:g} Hz; the "
             f"service learns each guest's normal ({args.baseline:g} s)")
@@ -108,8 +123,9 @@ def cmd_demo(args) -> int:
             if names <= {n for n, g in learned.items() if g.fitted}:
                 break
             if svc.status.error or time.monotonic() > deadline:
-                raise VmrocError(f"the service learned no baseline for "
-                                 f"{sorted(names - set(learned))} in time"
+                missing = sorted(names - {n for n, g in learned.items() if g.fitted})
+                raise VmrocError(f"the service learned no baseline for {missing} in time "
+                                 f"({_seen(svc.status, sent)})"
                                  + (f": {svc.status.error}" if svc.status.error else ""))
         if stop.is_set():
             return 130
@@ -123,7 +139,8 @@ def cmd_demo(args) -> int:
             stop.wait(svc.worker.processor.quiet_s + 4.0)
     finally:
         sample_stop.set()
-        sampler.join(timeout=30)
+        if sampler.ident is not None:
+            sampler.join(timeout=30)
         producer.close()
     if result is None or result.interrupted:
         svc.stop()
@@ -148,6 +165,16 @@ def cmd_demo(args) -> int:
     stop.wait()
     svc.stop()
     return 0
+
+
+def _seen(status, sent: dict[str, int]) -> str:
+    """What the sampler sent and the service's consumer read: where a stream stopped."""
+    from vmroc.events import Sample
+    text = (f"sampler sent {sum(sent.values())} samples "
+            f"({', '.join(f'{g}: {n}' for g, n in sorted(sent.items())) or 'none'}); the "
+            f"service reads {status.assigned} partitions and read "
+            f"{status.consumed.get(Sample.topic, 0)} samples")
+    return text + (f"; broker: {status.broker_error}" if status.broker_error else "")
 
 
 def print_scorecard(campaign: str, rows: list[dict], card: dict) -> None:
