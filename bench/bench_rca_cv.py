@@ -89,7 +89,8 @@ def main() -> int:
             rankers = {"fingerprint": model,
                        "ensemble": Ensemble({name: model if name == "fingerprint" else
                                              fixed[name] for name in weights},
-                                            weights=weights).fit(), **fixed}
+                                            weights=weights, depends=run.depends).fit(),
+                       **fixed}
             for name, ranker in rankers.items():
                 ranked = rerank(run.incidents, ranker)
                 sure = getattr(ranker, "confidence", lambda causes: causes[0].score)

@@ -40,5 +40,36 @@ def neighbours(depends: Mapping[str, Iterable[str]] | None) -> defaultdict[str, 
     return peers
 
 
+def network_explains(anomalies: Iterable, guests: Iterable[str],
+                     depends: Mapping[str, Iterable[str]] | None) -> dict[str, list[float]]:
+    """Per guest, how well a broken link of its own explains which guests' networks were
+    anomalous: a guest's link carries its traffic with the guests it calls or is called
+    by, so its fault shows on them and on it, and nowhere else. The Jaccard similarity
+    of the guests with a network anomaly and the guest with its peers, whether those
+    cover every such guest, and whether no other guest explains them better."""
+    anomalies, guests = list(anomalies), list(guests)
+    hit = {a.guest for a in anomalies if any(map(is_network_counter, a.features))}
+    peers = neighbours(depends)
+    near = {g: {g} | peers[g] for g in guests}
+    jac = {g: len(hit & near[g]) / len(hit | near[g]) if hit else 0.0 for g in guests}
+    best = max(jac.values(), default=0.0)
+    return {g: [jac[g], float(bool(hit) and hit <= near[g]), float(bool(hit) and jac[g] == best)]
+            for g in guests}
+
+
+def explaining_link(anomalies: Iterable, guests: Iterable[str],
+                    depends: Mapping[str, Iterable[str]] | None) -> str | None:
+    """The guest whose broken link would explain the incident's network anomalies better
+    than any other guest's (``network_explains``: the highest Jaccard similarity, alone,
+    and covering every guest with a network anomaly); None if no guest stands out (no
+    network anomaly, a tie, as in a lab where every guest calls every other)."""
+    said = network_explains(anomalies, guests, depends)
+    ranked = sorted(said.items(), key=lambda kv: -kv[1][0])
+    if not ranked or not ranked[0][1][1] or (len(ranked) > 1 and
+                                             ranked[1][1][0] == ranked[0][1][0]):
+        return None
+    return ranked[0][0]
+
+
 def component(guest: str, part: str) -> str:
     return f"{guest}/{part}"

@@ -15,6 +15,13 @@ ensemble's confidence in its rank-1 cause is the score ``confidence_from`` gave 
 fingerprint's calibrated probability), or the fused score without such a member;
 ``credible(causes)`` is False when that is below ``abstain_below``, and the incident
 says "no credible cause" (``Incident.abstained``) instead of claiming one.
+
+Given who calls whom (``depends``), a network cause fused to rank 1 gives way to the
+network of the guest whose broken link explains the incident's network anomalies better
+than any other guest's (``rca.components.explaining_link``): a broken link shows at its
+ends, often most loudly at the guests that call through it, not at the guest it
+belongs to. The moved cause keeps the place, score and confidence of the one it
+displaced, and its evidence says why (``"link"``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from vmroc.events import Anomaly, Cause
 
+from .components import component, explaining_link
 from .errors import RCAError
 
 __all__ = ["Ensemble"]
@@ -35,8 +43,10 @@ class Ensemble:
 
     def __init__(self, members: Mapping[str, Any], weights: Mapping[str, float] | None = None,
                  k: float = 1.0, abstain_below: float = 0.0,
-                 confidence_from: str | None = "fingerprint"):
+                 confidence_from: str | None = "fingerprint",
+                 depends: Mapping[str, list[str]] | None = None):
         self.members = members
+        self.depends = depends
         self.weights = weights
         self.k = k
         self.abstain_below = abstain_below
@@ -44,7 +54,8 @@ class Ensemble:
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"members": self.members, "weights": self.weights, "k": self.k,
-                "abstain_below": self.abstain_below, "confidence_from": self.confidence_from}
+                "abstain_below": self.abstain_below, "confidence_from": self.confidence_from,
+                "depends": self.depends}
 
     def confidence(self, causes: list[Cause]) -> float:
         """How sure the ensemble is of its rank-1 cause (see the module docstring)."""
@@ -89,6 +100,28 @@ class Ensemble:
             return []
         total = sum(self.weights_.values()) / (self.k + 1)
         ranked = sorted(scores, key=lambda c: (-scores[c], c))
-        return [Cause(component=c, score=round(scores[c] / total, 4),
-                      evidence={"ranks": ranks[c], "scores": own[c],
-                                "features": features.get(c, {})}) for c in ranked]
+        causes = [Cause(component=c, score=round(scores[c] / total, 4),
+                        evidence={"ranks": ranks[c], "scores": own[c],
+                                  "features": features.get(c, {})}) for c in ranked]
+        return self._on_the_explaining_link(causes, anomalies)
+
+    def _on_the_explaining_link(self, causes: list[Cause],
+                                anomalies: list[Anomaly]) -> list[Cause]:
+        """A network cause at rank 1 moved to the guest whose link explains the
+        incident's network anomalies (see the module docstring)."""
+        top = causes[0]
+        guest, _, part = top.component.partition("/")
+        if not self.depends or part != "network":
+            return causes
+        guests = {c.component.partition("/")[0] for c in causes} | {a.guest for a in anomalies}
+        link = explaining_link(anomalies, sorted(guests), self.depends)
+        where = {c.component: n for n, c in enumerate(causes)}
+        if link is None or link == guest or component(link, "network") not in where:
+            return causes
+        n = where[component(link, "network")]
+        moved = causes[n]
+        evidence = dict(moved.evidence, scores=top.evidence["scores"],
+                        link=f"its link explains the network anomalies better than "
+                             f"{guest}'s", fused=moved.score)
+        return [Cause(component=moved.component, score=top.score, evidence=evidence),
+                *causes[:n], *causes[n + 1:]]

@@ -15,7 +15,7 @@ other guests' mean: 3-fold CV ensemble AC@1 0.47 -> 0.53-0.56, held-out mixed-s2
 0.60 -> 0.66), how the same part moved on the other guests, how the rest of
 the guest moved, when the guest's own anomaly began, who calls whom, for its network
 whether a broken link of its own explains which guests' networks were anomalous
-(``_network_explains``; 3-fold CV ensemble AC@1 0.55-0.58 -> 0.61-0.63), and where the
+(``rca.components.network_explains``; 3-fold CV ensemble AC@1 0.55-0.58 -> 0.61-0.63), and where the
 heuristic ranker (``rca.ranker``) and BARO (``rca.baselines``) put the candidate. A
 random forest learns from the training incidents which candidates were the truth;
 a cause's score is its calibrated probability (sigmoid, fitted on 3-fold out-of-fold
@@ -39,7 +39,7 @@ import numpy as np
 
 from vmroc.events import Anomaly, Cause
 
-from .components import PARTS, component
+from .components import PARTS, component, network_explains
 from .errors import RCAError
 
 __all__ = ["Fingerprint", "Example", "incident_examples", "describe"]
@@ -80,7 +80,7 @@ def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: 
     for servers in (depends or {}).values():
         for server in servers:
             callers[server] = callers.get(server, 0) + 1
-    explains = _network_explains(anomalies, guests, depends)
+    explains = network_explains(anomalies, guests, depends)
     ranks = {name: {c.component: (n, c.score) for n, c in enumerate(causes, 1)}
              for name, causes in sorted(opinions.items())}
     out = {}
@@ -105,23 +105,6 @@ def describe(series, anomalies: list[Anomaly], guests: Iterable[str], opinions: 
                 lag, float(g in onsets), len(onsets) / len(guests), callers.get(g, 0)],
                 explains[g] if part == "network" else [0.0, 0.0, 0.0], said, np.eye(len(PARTS))[i]])
     return out
-
-
-def _network_explains(anomalies: list[Anomaly], guests: list[str],
-                      depends: Mapping[str, Iterable[str]] | None) -> dict[str, list[float]]:
-    """Per guest, how well a broken link of its own explains which guests' networks were
-    anomalous: a guest's link carries its traffic with the guests it calls or is called
-    by, so its fault shows on them and on it, and nowhere else. The Jaccard similarity
-    of the guests with a network anomaly and the guest with its peers, whether those
-    cover every such guest, and whether no other guest explains them better."""
-    from .components import is_network_counter, neighbours
-    hit = {a.guest for a in anomalies if any(map(is_network_counter, a.features))}
-    peers = neighbours(depends)
-    near = {g: {g} | peers[g] for g in guests}
-    jac = {g: len(hit & near[g]) / len(hit | near[g]) if hit else 0.0 for g in guests}
-    best = max(jac.values(), default=0.0)
-    return {g: [jac[g], float(bool(hit) and hit <= near[g]), float(bool(hit) and jac[g] == best)]
-            for g in guests}
 
 
 def _parts_of(names: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -57,7 +57,8 @@ RANKERS: dict[str, Callable[[RankerContext], Any]] = {
     "fingerprint": _fingerprint,
     "ensemble": lambda ctx: Ensemble({name: RANKERS[name](ctx) for name in ENSEMBLE_WEIGHTS},
                                      weights=ENSEMBLE_WEIGHTS,
-                                     abstain_below=ENSEMBLE_ABSTAIN_BELOW).fit(),
+                                     abstain_below=ENSEMBLE_ABSTAIN_BELOW,
+                                     depends=ctx.depends).fit(),
 }
 
 # The ensemble's members and their say (reciprocal-rank fusion, rca.ensemble); chosen by

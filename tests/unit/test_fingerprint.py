@@ -160,17 +160,51 @@ def test_a_failed_save_leaves_the_model_file_as_it_was(tmp_path, monkeypatch):
 
 
 def test_a_broken_link_is_the_guest_whose_peers_are_the_ones_in_trouble():
-    from vmroc.rca.fingerprint import _network_explains
+    from vmroc.rca.components import network_explains
     depends = {"g1": ["g2"], "g2": ["g1"], "g3": ["g1"]}   # the web lab: g1 in the middle
     timeouts = {"tcp_timeouts/s": 4.0}
 
     def best(*guests):
         anomalies = [anomaly(g, 10.0 + i, **timeouts) for i, g in enumerate(guests)]
-        said = _network_explains(anomalies + [anomaly("g3", 11.0)], GUESTS, depends)
+        said = network_explains(anomalies + [anomaly("g3", 11.0)], GUESTS, depends)
         return sorted(g for g, (_, _, top) in said.items() if top)
 
     assert best("g2", "g3") == ["g1"]          # both clients: their server's link
     assert best("g1", "g3") == ["g3"]          # the server and one client: that client's
     assert best("g1", "g2", "g3") == ["g1"]
-    said = _network_explains([anomaly("g2", 10.0)], GUESTS, depends)   # no network anomaly
+    said = network_explains([anomaly("g2", 10.0)], GUESTS, depends)   # no network anomaly
     assert all(v == [0.0, 0.0, 0.0] for v in said.values())
+
+
+def test_a_network_cause_goes_to_the_guest_whose_link_explains_the_trouble():
+    from vmroc.events import Cause
+    from vmroc.rca.ensemble import Ensemble
+
+    class Fixed:
+        def __init__(self, *order):
+            self.order = order
+
+        def rank(self, anomalies):
+            return [Cause(component=c, score=0.9 - 0.1 * n, evidence={"scores": {}})
+                    for n, c in enumerate(self.order)]
+
+    web = {"g1": ["g2"], "g2": ["g1"], "g3": ["g1"]}     # g1 in the middle
+    mesh = {g: [o for o in GUESTS if o != g] for g in GUESTS}
+    members = {"a": Fixed("g2/network", "g3/network", "g2/cpu", "g1/network")}
+    timeouts = {"tcp_timeouts/s": 4.0}
+    clients = [anomaly("g2", 10.0, **timeouts), anomaly("g3", 10.5, **timeouts)]
+
+    def order(depends, anomalies=clients, who=members):
+        return [c.component for c in Ensemble(who, depends=depends).fit().rank(anomalies)]
+
+    # both clients time out: their server's link, the only one that explains both
+    causes = Ensemble(members, depends=web).fit().rank(clients)
+    assert [c.component for c in causes] == ["g1/network", "g2/network", "g3/network",
+                                             "g2/cpu"]
+    assert "link" in causes[0].evidence and causes[0].score == 1.0
+    assert order(None) == order(mesh) == ["g2/network", "g3/network", "g2/cpu", "g1/network"]
+    # one client in trouble: its own link explains it best; nothing moves
+    assert order(web, clients[:1])[0] == "g2/network"
+    # a rank-1 cause of another part is left alone
+    cpu_first = {"a": Fixed("g2/cpu", "g2/network", "g1/network")}
+    assert order(web, who=cpu_first)[0] == "g2/cpu"
