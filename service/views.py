@@ -83,7 +83,7 @@ def incident_detail(store: Store, incident_id: str) -> dict[str, Any] | None:
         ev = c.evidence if isinstance(c.evidence, dict) else {}
         causes.append({"rank": rank, "component": c.component, "guest": guest, "part": part,
                        "score": c.score, "features": ev.get("features", {}),
-                       "evidence": c.evidence})
+                       "link": ev.get("link"), "evidence": c.evidence})
     moved: dict[tuple[str, str], float] = {}
     for a in inc.anomalies:
         for name in a.features:

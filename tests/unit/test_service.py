@@ -316,3 +316,21 @@ def test_a_second_worker_on_the_same_store_takes_over_and_the_first_stops():
     first.processor.feed(messages(events(T0))[0], wall=0.0)
     with pytest.raises(OwnerError, match="another vmroc serve"):
         first._commit(Bus(), Bus(), threading.Event())
+
+
+def test_incident_page_says_why_a_network_cause_was_moved_to_a_link():
+    from vmroc.events import Anomaly, Cause, Incident
+    from vmroc.service.store import Batch
+    store = Store("sqlite://")
+    a = Anomaly(guest="g2", ts=T0 + 1, detector="robust", score=9.0, onset=T0,
+                features=["tcp_timeouts/s"], deviations={"tcp_timeouts/s": 9.0})
+    why = "its link explains the network anomalies better than g2's"
+    inc = Incident(id="inc-link", ts=T0 + 1, guests=["g2"], anomalies=[a], causes=[
+        Cause(component="g1/network", score=0.9, evidence={"link": why, "features": {}}),
+        Cause(component="g2/network", score=0.5, evidence={"features": {}})])
+    store.write(Batch(anomalies=[a], incidents=[(inc, 5.0)]))
+    c = create_app({"STORE": store, "TOKEN": "t", "TESTING": True}).test_client()
+    assert c.get("/api/incidents/inc-link").get_json()["causes"][0]["link"] == why
+    page = c.get("/incidents/inc-link").get_data(as_text=True)
+    assert f"(ranked first: {why})" in page.replace("&#39;", "'")
+    assert page.count("ranked first:") == 1
