@@ -54,10 +54,10 @@ import numpy as np
 
 from vmroc.events import Anomaly, FaultEvent, Incident, Sample
 
-from .components import component
+from .components import PARTS, component
 
-__all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "Scored", "GRACE_S",
-           "METRICS"]
+__all__ = ["scorecard", "score", "summarize", "rerank", "format_faults", "named", "Scored",
+           "GRACE_S", "METRICS"]
 
 GRACE_S = 10.0
 LAB_WIDE = ("network", "cluster")   # levels whose faults touch every guest of the lab
@@ -172,6 +172,34 @@ def format_faults(rows: list[dict[str, Any]], card: dict[str, Any]) -> str:
                  f"Avg@5 {m['avg5']}; {m['false_alarms']} false alarm(s) in "
                  f"{m['incidents']} incident(s)")
     return "\n".join(lines)
+
+
+NAMED = ("right", "other guest", *PARTS, "none", "undetected")  # the columns of ``named``
+
+
+def named(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Where the misses go: per broken part, what the rank-1 cause of its effective faults
+    named (``NAMED``): the truth (``right``), the same part of another guest (``other
+    guest``), another part (by name; ``guest`` is the whole machine), no cause at all
+    (``none``), or nothing detected (``undetected``)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if not r["effective"] or not r["truth"]:
+            continue
+        part = r["truth"][0].partition("/")[2]
+        said = r["rank1"]
+        if not r["detected"]:
+            what = "undetected"
+        elif said is None:
+            what = "none"
+        elif said in r["truth"]:
+            what = "right"
+        else:
+            what = "other guest" if said.partition("/")[2] == part else said.partition("/")[2]
+        counts = out.setdefault(part, dict.fromkeys(NAMED, 0))
+        counts[what] = counts.get(what, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: PARTS.index(kv[0])
+                       if kv[0] in PARTS else len(PARTS)))
 
 
 def rerank(incidents: Iterable[Incident], ranker) -> list[Incident]:

@@ -79,6 +79,7 @@ def format_scorecard(report: dict[str, Any]) -> str:
     lines.append(f"false alarms: {report['false_alarms']} of {report['incidents']} incidents in "
                  f"{report['hours']:.2f} h recorded ({'-' if fa is None else f'{fa:.2f}'}/h); "
                  "lat = injection to detection, loc = injection to the right rank-1 cause (s)")
+    lines += _named_table(report.get("named"))
     rankers = {f"{report['ranker']} *": report, **report["baselines"]}
     lines.append("")
     lines.append("rankers on the same incidents (* the one scored above); AC@1 per kind:")
@@ -100,6 +101,20 @@ def format_scorecard(report: dict[str, Any]) -> str:
                      f"faults, {r['anomalies']} anomalies, {r['incidents']} incidents, "
                      f"{r['skipped_lines']} bad lines skipped{cut}")
     return "\n".join(lines)
+
+
+def _named_table(named: dict[str, dict[str, int]] | None) -> list[str]:
+    """What rank 1 named per broken part (``rca.scorecard.named``): where misses go."""
+    if not named:
+        return []
+    from vmroc.rca.scorecard import NAMED
+    widths = {c: max(len(c), 3) for c in NAMED}
+    lines = ["", "what the rank-1 cause named, per broken part (effective faults):",
+             f"{'part':<8} {'faults':>6} " + " ".join(f"{c:>{w}}" for c, w in widths.items())]
+    for part, counts in named.items():
+        lines.append(f"{part:<8} {sum(counts.values()):>6} "
+                     + " ".join(f"{counts.get(c, 0):>{w}}" for c, w in widths.items()))
+    return lines
 
 
 def _failover_table(per_kind: dict[str, dict[str, Any]] | None) -> list[str]:

@@ -43,7 +43,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
     draws: every fault's row and one timeline (``pick_timeline``)."""
     from vmroc.inject.failover import summarize as summarize_failover
     from vmroc.rca.rankers import BASELINES, check_ranker, make_ranker
-    from vmroc.rca.scorecard import GRACE_S, Scored, rerank, score, summarize
+    from vmroc.rca.scorecard import GRACE_S, Scored, named, rerank, score, summarize
 
     grace_s = GRACE_S if grace_s is None else grace_s
     # the lab's own ranker is a contestant too when another one is scored
@@ -79,6 +79,7 @@ def evaluate_recordings(paths: list[str | Path], ranker: str = "heuristic",
               "ranking_ms_median": round(float(np.median(ranking_ms)), 2) if ranking_ms else None,
               "ranking_ms_p90": (round(float(np.percentile(ranking_ms, 90)), 2)
                                  if ranking_ms else None),
+              "named": named(main.rows),
               "baselines": {b: summarize(s) for b, s in others.items()},
               "recordings": recordings}
     if failover:

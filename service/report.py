@@ -49,6 +49,7 @@ def render_html(report: dict[str, Any], detail: dict[str, Any]) -> str:
         "anomaly on a guest it touches that starts between its injection and its recovery "
         "+ grace; faults without an observed effect are counted, not scored.</p>",
         "<h2>Per fault kind</h2>", _metrics_table(report),
+        "<h2>What the rank-1 cause named</h2>", _named_table(report.get("named")),
         "<h2>Rankers on the same incidents</h2>", _rankers_table(rankers),
         "<h2>Plots</h2>",
         _figure(accuracy_svg(rankers), "AC@1 per fault kind: the share of effective faults "
@@ -81,6 +82,20 @@ def _metrics_table(report: dict[str, Any]) -> str:
     body.append("<tr><td><b>overall</b></td>" + "".join(
         f"<td><b>{_f(report[k])}</b></td>" for k, _ in _COLUMNS) + "</tr>")
     return f"<table><tr><th>kind</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _named_table(named: dict[str, dict[str, int]] | None) -> str:
+    """Per broken part, what rank 1 named (``rca.scorecard.named``): where misses go."""
+    if not named:
+        return "<p>no effective fault</p>"
+    from vmroc.rca.scorecard import NAMED
+    head = "".join(f"<th>{_e(c)}</th>" for c in NAMED)
+    body = "".join(f"<tr><td>{_e(part)}</td><td>{sum(counts.values())}</td>"
+                   + "".join(f"<td>{counts.get(c, 0)}</td>" for c in NAMED) + "</tr>"
+                   for part, counts in named.items())
+    return (f"<table class='named'><tr><th>broken part</th><th>faults</th>{head}</tr>{body}"
+            "</table><p class='note'>Effective faults by the part the fault broke: right, "
+            "the same part of another guest, another part, no cause, or not detected.</p>")
 
 
 def _rankers_table(rankers: dict[str, dict[str, Any]]) -> str:

@@ -241,7 +241,9 @@ def test_eval_json_has_exactly_the_documented_keys(campaign, capsys):
     report = json.loads(capsys.readouterr().out)
     overall = {*METRICS, "incidents", "false_alarms", "hours", "false_alarms_per_hour"}
     assert set(report) == overall | {"ranker", "per_kind", "baselines", "recordings",
-                                     "ranking_ms_median", "ranking_ms_p90"}
+                                     "ranking_ms_median", "ranking_ms_p90", "named"}
+    assert {p: c["right"] for p, c in report["named"].items()} == {"disk": 1, "guest": 1}
+    assert sum(n for c in report["named"].values() for n in c.values()) == 2
     assert 0 < report["ranking_ms_median"] <= report["ranking_ms_p90"]
     assert set(report["baselines"]) == {"dummy", "nsigma", "baro"}
     for card in (report, *report["baselines"].values()):
@@ -272,6 +274,22 @@ def test_the_ac1_ceiling_counts_one_right_fault_per_rank_1_cause():
     assert _metrics(rows[:2])["ac1_ceiling"] == 0.5
 
 
+def test_named_says_where_each_miss_went():
+    from vmroc.rca.scorecard import named
+    row = dict(effective=True, detected=True, truth=["g1/network"])
+    rows = [dict(row, rank1="g1/network"), dict(row, rank1="g2/network"),
+            dict(row, rank1="g1/cpu"), dict(row, rank1="g1/guest"), dict(row, rank1=None),
+            dict(row, detected=False, rank1=None),
+            dict(row, effective=False, rank1="g3/disk"),              # not scored
+            dict(row, truth=["g1/disk", "g2/disk"], rank1="g2/disk")]   # any target is right
+    out = named(rows)
+    assert list(out) == ["disk", "network"]                            # in PARTS order
+    assert out["disk"]["right"] == 1 and sum(out["disk"].values()) == 1
+    net = {k: v for k, v in out["network"].items() if v}
+    assert net == {"right": 1, "other guest": 1, "cpu": 1, "guest": 1, "none": 1,
+                   "undetected": 1}
+
+
 def test_eval_scores_the_default_ensemble_with_the_heuristic_as_a_contestant(campaign, capsys):
     from vmroc.cli import main
     assert main(["eval", str(campaign), "--baseline", "15", "--json"]) == 0
@@ -290,7 +308,9 @@ def test_eval_prints_tables_and_writes_an_html_report_with_plots(campaign, tmp_p
     assert text.splitlines()[0].split()[:4] == ["kind", "faults", "eff", "det"]
     assert any(line.startswith("overall") for line in text.splitlines())
     assert "heuristic *" in text and "baro" in text and "nsigma" in text
+    assert "what the rank-1 cause named, per broken part" in text
     page = out.read_text()
+    assert "<h2>What the rank-1 cause named</h2>" in page and "class='named'" in page
     assert page.startswith("<!doctype html>") and page.count("<svg") == 3
     for plot in ("AC@1 per fault kind", "detection latency", "timeline"):
         assert f"aria-label='{plot}'" in page
