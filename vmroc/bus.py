@@ -174,13 +174,13 @@ class Producer:
     """Publishes events (acks=all, idempotent, retried; batched up to 10 ms and
     lz4-compressed by default); ``close()`` flushes. ``options`` go to KafkaProducer.
 
-    Samples are packed: up to ``pack`` (default 10) samples bound for one partition of
+    Samples are packed: up to ``pack`` (default 50) samples bound for one partition of
     ``vmroc.samples`` travel as one Kafka message, sent when full (or about
     ``PACK_BYTES`` big) or ``pack_ms`` (10,
     the batching's own linger) after its first sample, whichever comes first. A guest's
     samples all go to its key's partition, so their order is kept; consumers unpack
     transparently. A Kafka message costs kafka-python about as much as the sample in it,
-    so a full pack doubles the bus's throughput; at 10 Hz per guest a pack holds what
+    so full packs double the bus's throughput or more; at 10 Hz per guest a pack holds what
     the other guests of its partition sent within the linger. ``pack=1`` sends one
     sample a message. Other events always go one a message. ``send`` returns a future
     either way: ``.get()`` waits for the broker's acknowledgement (of a sample's pack,
@@ -191,7 +191,7 @@ class Producer:
     too, for consumers of a vmroc older than the compact form.
     """
 
-    def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 10,
+    def __init__(self, servers: str | None = None, *, ensure: bool = True, pack: int = 50,
                  pack_ms: float = 10.0, compact: bool = True, **options: Any):
         self.servers = servers or bootstrap()
         if ensure and self.servers not in _ensured:

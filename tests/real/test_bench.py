@@ -43,7 +43,7 @@ OWN_LAB = {"bench_failover.py", "bench_overhead.py"}
 
 # What each prints when it worked: its table's header or its ratio line.
 EXPECT = {
-    "bench_bus.py": ("compact / json (batched, lz4):", "defaults (pack 10) / one sample a message"),
+    "bench_bus.py": ("compact / json (batched, lz4):", "defaults (pack 50) / one sample a message"),
     "bench_campaign.py": "effective faults detected",
     "bench_detect.py": "update_batch / update:",
     "bench_doctor.py": "| check | seconds alone |",
