@@ -11,7 +11,8 @@ process; anomalies and incidents out on the bus and into the store.
 Order and restarts. Samples of one guest arrive in order (one partition per guest), but
 partitions interleave at random, most of all while catching up on a backlog. The
 processor keeps a small queue per guest and releases samples in time order across
-guests (a guest silent for ``hold_s`` of wall clock is not waited for), and closes
+guests (a guest silent for ``hold_s`` of wall clock is not waited for; at the start,
+the guests ``depends`` names and those of a restored state are waited for as well), and closes
 incidents by stream time (the newest released sample), never by the wall clock while
 events flow. So the same events give the same anomalies and incidents however Kafka
 delivered them.
@@ -118,9 +119,11 @@ class Processor:
         ev = msg.event
         wall = time.monotonic() if wall is None else wall
         if not self.arrived:
-            # the first data since (re)start: guests known from before get ``hold_s`` to
-            # show up too (their partitions may come in a later fetch)
-            for guest in self.last_ts:
+            # the first data since (re)start: guests known from before, or named by who
+            # calls whom, get ``hold_s`` to show up too (their partitions may come in a
+            # later fetch; a first poll of a backlog may hold one partition only)
+            named = {g for caller, servers in self.depends.items() for g in (caller, *servers)}
+            for guest in sorted({*self.last_ts, *named}):
                 self.queues.setdefault(guest, deque())
                 self.arrived[guest] = wall
         if isinstance(ev, Sample):

@@ -70,6 +70,20 @@ def test_partitions_read_one_after_another_give_the_same_incidents(reference):
     assert incident_keys(run(processor(), by_partition)) == reference
 
 
+def test_a_first_poll_of_one_guest_waits_for_the_guests_the_lab_names(reference):
+    """A fresh service whose first polls hold one partition only (a backlog, big packs):
+    the guests that who-calls-whom names get ``hold_s`` to show up, as after a restart."""
+    msgs = sorted(messages(events(T0)), key=lambda m: (m.topic, m.partition))
+    proc = processor()
+    for i in range(0, len(msgs), 500):              # polls, released as they come
+        for m in msgs[i:i + 500]:
+            proc.feed(m, wall=0.0)
+        proc.release(wall=0.0)
+    proc.release(wall=100.0)
+    proc.idle(wall=1000.0)
+    assert incident_keys(proc.take()[0]) == reference
+
+
 def test_a_restart_from_the_stored_state_loses_nothing_and_stores_nothing_twice(reference):
     store = Store("sqlite://")
     msgs = messages(events(T0))
