@@ -64,11 +64,11 @@ def explaining_link(anomalies: Iterable, guests: Iterable[str],
     and covering every guest with a network anomaly); None if no guest stands out (no
     network anomaly, a tie, as in a lab where every guest calls every other)."""
     said = network_explains(anomalies, guests, depends)
-    ranked = sorted(said.items(), key=lambda kv: -kv[1][0])
-    if not ranked or not ranked[0][1][1] or (len(ranked) > 1 and
-                                             ranked[1][1][0] == ranked[0][1][0]):
+    jaccard = {g: v[0] for g, v in said.items()}
+    best = max(jaccard, key=jaccard.get, default=None)
+    if best is None or not said[best][1] or list(jaccard.values()).count(jaccard[best]) > 1:
         return None
-    return ranked[0][0]
+    return best
 
 
 def component(guest: str, part: str) -> str:

@@ -115,10 +115,10 @@ class Ensemble:
             return causes
         guests = {c.component.partition("/")[0] for c in causes} | {a.guest for a in anomalies}
         link = explaining_link(anomalies, sorted(guests), self.depends)
-        where = {c.component: n for n, c in enumerate(causes)}
-        if link is None or link == guest or component(link, "network") not in where:
+        there = component(link, "network") if link not in (None, guest) else None
+        n = next((n for n, c in enumerate(causes) if c.component == there), None)
+        if n is None:
             return causes
-        n = where[component(link, "network")]
         moved = causes[n]
         evidence = dict(moved.evidence, scores=top.evidence["scores"],
                         link=f"its link explains the network anomalies better than "

@@ -195,7 +195,8 @@ def named(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         elif said in r["truth"]:
             what = "right"
         else:
-            what = "other guest" if said.partition("/")[2] == part else said.partition("/")[2]
+            other = said.partition("/")[2]
+            what = "other guest" if other == part else other
         counts = out.setdefault(part, dict.fromkeys(NAMED, 0))
         counts[what] = counts.get(what, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: PARTS.index(kv[0])
