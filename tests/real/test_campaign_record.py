@@ -76,6 +76,11 @@ def test_smoke_campaign_is_recorded_and_scored(lab, broker, tmp_path):
     noticed = {k: m for k, m in card["per_kind"].items() if m["detected"]}
     assert all(m["ac3"] == 1.0 for m in noticed.values()), card["per_kind"]
     assert card["ac1"] >= 0.6, card["per_kind"]
+    # where the misses go: every effective fault once, under the part it broke
+    named = card["named"]
+    assert set(named) == {"cpu", "memory", "disk", "network", "guest"}, named
+    assert sum(n for counts in named.values() for n in counts.values()) == 5, named
+    assert sum(c["right"] for c in named.values()) == round(card["ac1"] * 5), named
     text = subprocess.run([*VMROC, "eval", str(out)], capture_output=True, text=True,
                           timeout=300).stdout
     assert text.splitlines()[0].split()[:3] == ["kind", "faults", "eff"]
